@@ -1,0 +1,127 @@
+"""Auto-deleveraging (tier 3): close profitable opposite positions against the bankrupt queue.
+
+Trigger (OKX / Bybit): the engine still holds liquidated positions and the insurance
+fund is exhausted or has drawn down more than `adl_drawdown` from its peak.
+Ranking rules (MARKET_MECHANICS section 2), `adl_rule`:
+- 0 bitmex: PnL% * effective leverage (mark value / equity);
+- 1 binance: max(0, uPnL) / max(1, wallet) * maintenance margin / equity;
+- 2 hyperliquid: (mark / entry, or entry / mark for shorts) * notional / equity;
+- 3 pro_rata: the loss is spread over all opposite profit in proportion to size.
+Candidates: every leveraged account, every background maker and the agent (any holder
+can be ADL-ed); the unleveraged background crowd is not ranked. Positions close at the
+queue's bankruptcy price, or at the mark when `adl_at_mark` (Hyperliquid).
+
+Ranking needs every account, so this stage is O(accounts); it is cheap to skip: the
+batched step runs it only when some market in the batch needs it.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from crashgym.accounts import alive, bankruptcy_price, ladder_add, tier
+from crashgym.params import MarketParams
+from crashgym.state import MarketState
+
+Array = jax.Array
+
+
+def needs_adl(state: MarketState, params: MarketParams) -> Array:
+    floor = jnp.maximum(state.ledger.fund_peak * (1.0 - params.liquidation.adl_drawdown), 0.0)
+    queued = jnp.sum(state.engine.size) > 0
+    return queued & (state.ledger.insurance_fund <= floor) & (state.signals.halt_left == 0)
+
+
+def adl_scores(rule: Array, direction: Array, size: Array, entry: Array, equity: Array, wallet: Array, mmr: Array, mark: Array) -> Array:
+    """Score of each candidate (higher is closed first); -inf where not profitable.
+
+    direction: +1 for long candidates, -1 for short. size in lots (>= 0).
+    """
+    q = size.astype(jnp.float32)
+    upnl = direction * (mark - entry) * q
+    notional = mark * q
+    equity = jnp.maximum(equity, 1e-6)
+    bitmex = upnl / jnp.maximum(entry * q, 1e-6) * notional / equity
+    binance = jnp.maximum(upnl, 0.0) / jnp.maximum(wallet, 1.0) * mmr * notional / equity
+    ratio = jnp.where(direction > 0, mark / entry, entry / mark)
+    hyperliquid = ratio * notional / equity
+    score = jnp.select([rule == 0, rule == 1, rule == 2], [bitmex, binance, hyperliquid], jnp.ones_like(q))
+    return jnp.where((upnl > 0) & (size > 0), score, -jnp.inf)
+
+
+def allocate(rule: Array, score: Array, size: Array, need: Array) -> Array:
+    """Lots to close per candidate: greedy by score, or pro rata for rule 3."""
+    eligible = jnp.where(jnp.isfinite(score), size, 0)
+    order = jnp.argsort(-score)
+    ranked_size = eligible[order]
+    before = jnp.cumsum(ranked_size) - ranked_size
+    ranked = jnp.zeros_like(size).at[order].set(jnp.clip(need - before, 0, ranked_size))
+    total = jnp.sum(eligible)
+    goal = jnp.minimum(need, total)
+    base = jnp.floor(eligible.astype(jnp.float32) * goal / jnp.maximum(total, 1)).astype(jnp.int32)
+    spare = eligible - base
+    rest = goal - jnp.sum(base)
+    extra = jnp.clip(rest - (jnp.cumsum(spare) - spare), 0, spare)
+    return jnp.where(rule == 3, base + extra, ranked)
+
+
+def auto_deleverage(state: MarketState, params: MarketParams) -> tuple[MarketState, Array, Array]:
+    """Run ADL on the non-empty engine queue. Returns (state, adl_notional USD, adl_count)."""
+    acc, ladder, engine, ledger = state.accounts, state.ladder, state.engine, state.ledger
+    makers, agent = state.makers, state.agent
+    mark = state.signals.mark
+    sells = engine.size[0] > 0  # a long queue is closed against shorts
+    row = jnp.where(sells, 0, 1)
+    need = engine.size[row]
+    avg_bp = engine.bankrupt_value[row] / jnp.maximum(need, 1)
+    price = jnp.where(params.liquidation.adl_at_mark == 1, mark, avg_bp)
+    want = jnp.where(sells, -1, 1)  # sign of the positions that get closed
+
+    live = alive(acc, ladder) & (acc.side == want)
+    acc_size = jnp.where(live, acc.size, 0)
+    acc_mmr, _, _ = tier(acc_size * mark, params.accounts)
+    acc_equity = acc.margin + acc.side * (mark - acc.entry) * acc_size
+    mm_size = jnp.where(jnp.sign(makers.inventory) == want, jnp.abs(makers.inventory), 0)
+    mm_equity = makers.cash + makers.inventory * mark
+    ag_size = jnp.where(jnp.sign(agent.position) == want, jnp.abs(agent.position), 0)
+    ag_equity = agent.cash + agent.position * mark
+
+    size = jnp.concatenate([acc_size, mm_size, ag_size[None]])
+    entry = jnp.concatenate([acc.entry, makers.entry, agent.entry[None]])
+    equity = jnp.concatenate([acc_equity, mm_equity, ag_equity[None]])
+    upnl = want * (mark - entry) * size
+    is_account = jnp.arange(size.shape[0]) < acc.size.shape[0]
+    wallet = jnp.where(is_account, jnp.concatenate([acc.margin, jnp.zeros(mm_size.shape[0] + 1)]), equity - upnl)
+    mmr = jnp.concatenate([acc_mmr, jnp.full(mm_size.shape[0] + 1, params.agent.maintenance_margin)])
+    rule = params.liquidation.adl_rule
+    score = adl_scores(rule, jnp.full(size.shape, want), size, entry, equity, wallet, mmr, mark)
+    take = allocate(rule, score, size, need)
+    m, n = acc.size.shape[0], mm_size.shape[0]
+    t_acc, t_mm, t_ag = take[:m], take[m:m + n], take[m + n]
+    total = jnp.sum(take)
+
+    # Accounts: shrink, release margin and realized P&L to the trader, update the ladder.
+    q = t_acc.astype(jnp.float32)
+    frac = q / jnp.maximum(acc.size, 1)
+    withdraw = frac * acc.margin + acc.side * (price - acc.entry) * q
+    bp = bankruptcy_price(acc.side, acc.size, acc.entry, acc.margin)
+    ladder = ladder_add(ladder, acc.side, acc.bucket, -t_acc, -q * bp)
+    left = acc.size - t_acc
+    acc = acc.replace(size=left, side=jnp.where(left == 0, 0, acc.side), margin=acc.margin * (1.0 - frac))
+    # Holders buy back (shorts) or sell (longs) at the ADL price: cash flows -want * price * lots.
+    trade_cash = -want * price
+    ledger = ledger.replace(
+        traders_cash=ledger.traders_cash + trade_cash * jnp.sum(q) - jnp.sum(withdraw),
+        net_deposits=ledger.net_deposits - jnp.sum(withdraw),
+        insurance_fund=ledger.insurance_fund + jnp.where(sells, price - avg_bp, avg_bp - price) * total,
+    )
+    makers = makers.replace(inventory=makers.inventory - want * t_mm, cash=makers.cash + trade_cash * t_mm)
+    agent = agent.replace(position=agent.position - want * t_ag, cash=agent.cash + trade_cash * t_ag)
+    onehot = jnp.arange(2) == row
+    engine = engine.replace(
+        size=engine.size - jnp.where(onehot, total, 0),
+        bankrupt_value=engine.bankrupt_value - jnp.where(onehot, avg_bp * total, 0.0),
+    )
+    state = state.replace(accounts=acc, ladder=ladder, engine=engine, ledger=ledger, makers=makers, agent=agent)
+    return state, price * total, jnp.sum(take > 0)

@@ -1,0 +1,104 @@
+"""Background flow: the index (fair value) and zero-intelligence orders around it.
+
+- The index follows a log jump-diffusion with AR(1) log-volatility (stochastic
+  volatility gives volatility clustering; Laplace jumps and the vol mixture give heavy
+  tails), plus a scenario shock (news: drift and a volatility jump), and is pulled
+  towards the perp by spot arbitrage (`basis_pull`): the seeds' basis spiral.
+- Limit orders arrive around the mid with intensity decaying away from it and are
+  cancelled at a constant rate (Cont-Stoikov-Talreja style, in expectation).
+- Market orders are self-exciting (a discrete Hawkes intensity) with Pareto sizes.
+- Arbitrage flow buys the perp below the index and sells it above.
+
+Randomness is a handful of uniforms per step. Per-level arrivals use randomized
+rounding with a rotated low-discrepancy sequence (one uniform per side) because a
+uniform per level costs more than the rest of the step on CPU.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import ndtri
+
+from crashgym.params import FlowParams
+
+Array = jax.Array
+
+_GOLDEN = 0.6180339887498949
+
+
+def in_shock(step: Array, flow: FlowParams) -> tuple[Array, Array]:
+    """(shock active, risk-off news visible to makers) at this step."""
+    on = flow.shock_step >= 0
+    since = step - flow.shock_step
+    return on & (since >= 0) & (since < flow.shock_steps), on & (since >= 0) & (since < flow.risk_off_steps)
+
+
+def index_step(index: Array, log_vol: Array, mid: Array, step: Array, u: Array, flow: FlowParams) -> tuple[Array, Array]:
+    """One step of the fair value. u: 4 uniforms. Returns (index, log_vol)."""
+    shock, _ = in_shock(step, flow)
+    z_vol, z_ret = ndtri(jnp.clip(u[:2], 1e-7, 1 - 1e-7))
+    log_vol = flow.vol_persistence * log_vol + flow.vol_of_vol * z_vol
+    sigma = flow.vol_per_step * jnp.exp(log_vol) * jnp.where(shock, flow.shock_vol_mult, 1.0)
+    centred = u[3] - 0.5  # Laplace by inverse CDF
+    laplace = -jnp.sign(centred) * jnp.log1p(-2.0 * jnp.abs(centred) + 1e-12)
+    jump = jnp.where(u[2] < flow.jump_prob, flow.jump_scale * laplace, 0.0)
+    drift = jnp.where(shock, flow.shock_drift_per_step, 0.0)
+    pull = flow.basis_pull * (jnp.log(mid) - jnp.log(index))
+    return index * jnp.exp(drift + sigma * z_ret + jump + pull), log_vol
+
+
+def _rounded(expected: Array, u0: Array) -> Array:
+    """Randomized rounding of per-level expectations with a rotated golden-ratio sequence."""
+    u = jnp.mod(u0 + _GOLDEN * jnp.arange(expected.shape[-1]), 1.0)
+    return jnp.floor(expected + u).astype(jnp.int32)
+
+
+def limit_orders(
+    bid: Array, ask: Array, mid_index: Array, best_bid: Array, best_ask: Array, u: Array, flow: FlowParams
+) -> tuple[Array, Array, Array, Array]:
+    """Background limit arrivals and cancellations on the ladder.
+
+    New bids go below the mid and strictly below the best ask; asks mirrored (no order
+    crosses). Returns (bid, ask, bid_kept, ask_kept), *_kept the fraction of each level's
+    resting background volume that survived cancellation (for queue positions).
+    """
+    n = bid.shape[-1]
+    j = jnp.arange(n, dtype=jnp.float32)
+    dist_bid = mid_index - j
+    dist_ask = j - mid_index
+    rate = flow.limit_rate_lots
+    exp_bid = jnp.where((dist_bid > 0) & (j < best_ask), rate * jnp.exp(-(dist_bid - 0.5) / flow.limit_decay_levels), 0.0)
+    exp_ask = jnp.where((dist_ask > 0) & (j > best_bid), rate * jnp.exp(-(dist_ask - 0.5) / flow.limit_decay_levels), 0.0)
+    cancel_bid = jnp.minimum(_rounded(bid * flow.cancel_rate, u[2]), bid)
+    cancel_ask = jnp.minimum(_rounded(ask * flow.cancel_rate, u[3]), ask)
+    bid_kept = jnp.where(bid > 0, 1.0 - cancel_bid / jnp.maximum(bid, 1), 1.0)
+    ask_kept = jnp.where(ask > 0, 1.0 - cancel_ask / jnp.maximum(ask, 1), 1.0)
+    return bid - cancel_bid + _rounded(exp_bid, u[0]), ask - cancel_ask + _rounded(exp_ask, u[1]), bid_kept, ask_kept
+
+
+def market_orders(hawkes: Array, basis: Array, u: Array, flow: FlowParams) -> tuple[Array, Array]:
+    """Background taker lots (buy, sell) this step.
+
+    hawkes: current intensity (lots per side). basis: (mid - index) / index.
+    Each side draws a Pareto multiple of the intensity; arbitrage adds flow against the basis.
+    """
+    pareto = jnp.power(jnp.clip(u[:2], 1e-6, 1.0), -1.0 / flow.market_size_tail)
+    mean = flow.market_size_tail / (flow.market_size_tail - 1.0)
+    base = hawkes * pareto / mean
+    arb = flow.arb_rate_lots * basis * 100.0
+    buy = base[0] + jnp.maximum(-arb, 0.0)
+    sell = base[1] + jnp.maximum(arb, 0.0)
+    return jnp.floor(buy + u[2]).astype(jnp.int32), jnp.floor(sell + u[3]).astype(jnp.int32)
+
+
+def hawkes_update(hawkes: Array, executed_lots: Array, flow: FlowParams) -> Array:
+    """Discrete Hawkes intensity: decays to the base rate, excited by executed taker volume.
+
+    Excitation is normalised so the branching ratio is `hawkes_excitation` for
+    two-sided flow at the base rate.
+    """
+    base = flow.market_rate_lots
+    excess = flow.hawkes_decay * (hawkes - base)
+    kick = flow.hawkes_excitation * (1.0 - flow.hawkes_decay) * executed_lots / 2.0
+    return jnp.clip(base + excess + kick, base, 50.0 * base + 1.0)

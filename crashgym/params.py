@@ -1,0 +1,265 @@
+"""Numeric parameters of the market, grouped by the stage that reads them.
+
+Every field is traced under jit (see :func:`crashgym.types.pytree_dataclass`), so a
+batch may hold different values side by side. Time is counted in steps; a step is
+``MarketParams.step_seconds`` of simulated time. Prices are in quote currency (USD),
+sizes in integer lots of one base unit, rates as fractions.
+Defaults follow ../shared/MARKET_MECHANICS.md where it gives a number.
+"""
+
+from __future__ import annotations
+
+from crashgym.config import require
+from crashgym.types import pytree_dataclass
+
+ADL_RULES = {"bitmex": 0, "binance": 1, "hyperliquid": 2, "pro_rata": 3}
+LIQUIDATION_MODES = {"full": 0, "chunked": 1}
+
+
+@pytree_dataclass
+class BookParams:
+    """The price ladder. tick_size in USD; sizes everywhere are integer lots of one base unit."""
+
+    initial_price: float = 100.0
+    tick_size: float = 0.1
+    recentre_levels: int = 16  # re-centre when the mid drifts this many levels off centre
+
+    def validate(self) -> None:
+        require(self.initial_price > 0, "initial_price", "must be > 0")
+        require(self.tick_size > 0, "tick_size", "must be > 0")
+        require(self.recentre_levels >= 1, "recentre_levels", "must be >= 1")
+
+
+@pytree_dataclass
+class FlowParams:
+    """Background flow: the index (fair value) process and zero-intelligence orders."""
+
+    # Index: log jump-diffusion with stochastic (AR(1) log-) volatility.
+    vol_per_step: float = 3.0e-4  # log-return std per step in calm (~55%/yr at 10 s steps)
+    vol_persistence: float = 0.995  # AR(1) coefficient of log-volatility
+    vol_of_vol: float = 0.06  # std of log-volatility innovations
+    jump_prob: float = 0.002  # probability of a jump per step
+    jump_scale: float = 0.004  # mean absolute log jump (Laplace)
+    basis_pull: float = 0.05  # fraction of the perp-index log gap the index closes per step (spot arbitrage)
+    # Shock (news): from shock_step for shock_steps the index drifts and its vol is scaled.
+    shock_step: int = -1  # -1: no shock
+    shock_steps: int = 0
+    shock_drift_per_step: float = 0.0
+    shock_vol_mult: float = 1.0
+    risk_off_steps: int = 0  # how long makers see the news as a risk-off signal
+    # Limit orders (lots per level per step) and cancellations (fraction per step).
+    limit_rate_lots: float = 40.0  # expected lots arriving one level from the mid
+    limit_decay_levels: float = 12.0  # e-folding distance of arrivals, in levels
+    cancel_rate: float = 0.04
+    # Market orders: self-exciting intensity (lots per step per side) with Pareto sizes.
+    market_rate_lots: float = 30.0
+    hawkes_excitation: float = 0.6  # branching ratio (< 1 for stability)
+    hawkes_decay: float = 0.97  # per-step decay of the excitation
+    market_size_tail: float = 2.5  # Pareto tail index of per-step market order volume
+    arb_rate_lots: float = 400.0  # lots per step per 1% of basis, pulling perp to index
+
+    def validate(self) -> None:
+        require(self.vol_per_step >= 0, "vol_per_step", "must be >= 0")
+        require(0 <= self.vol_persistence < 1, "vol_persistence", "must be in [0, 1)")
+        require(self.vol_of_vol >= 0, "vol_of_vol", "must be >= 0")
+        require(0 <= self.jump_prob <= 1, "jump_prob", "must be in [0, 1]")
+        require(self.jump_scale >= 0, "jump_scale", "must be >= 0")
+        require(0 <= self.basis_pull <= 1, "basis_pull", "must be in [0, 1]")
+        require(self.shock_steps >= 0, "shock_steps", "must be >= 0")
+        require(self.shock_vol_mult > 0, "shock_vol_mult", "must be > 0")
+        require(self.risk_off_steps >= 0, "risk_off_steps", "must be >= 0")
+        require(self.limit_rate_lots >= 0, "limit_rate_lots", "must be >= 0")
+        require(self.limit_decay_levels > 0, "limit_decay_levels", "must be > 0")
+        require(0 <= self.cancel_rate <= 1, "cancel_rate", "must be in [0, 1]")
+        require(self.market_rate_lots >= 0, "market_rate_lots", "must be >= 0")
+        require(0 <= self.hawkes_excitation < 1, "hawkes_excitation", "must be in [0, 1) (a stable Hawkes process)")
+        require(0 <= self.hawkes_decay < 1, "hawkes_decay", "must be in [0, 1)")
+        require(self.market_size_tail > 1, "market_size_tail", "must be > 1 (finite mean)")
+        require(self.arb_rate_lots >= 0, "arb_rate_lots", "must be >= 0")
+
+
+@pytree_dataclass
+class MakerParams:
+    """Background market makers: quoting, defence, withdrawal and return.
+
+    Stress = vol_weight * realized_vol / vol_ref + flow_weight * |flow imbalance|
+    + skew_weight * |open-interest skew| + news_weight * risk_off + inventory_weight * |inventory| / max.
+    Thresholds are spread across makers by +-heterogeneity so they do not act in lock step.
+    """
+
+    quote_size_lots: float = 60.0
+    half_spread_ticks: float = 1.5
+    vol_spread_coef: float = 1.0  # extra half-spread in ticks per tick of per-step realized vol
+    inventory_skew: float = 1.0  # quote shift in half-spreads at max inventory
+    max_inventory_lots: float = 3000.0
+    capital: float = 2.0e6  # USD per maker
+    vol_ref: float = 6.0e-4  # realized vol per step that counts as stress 1
+    vol_weight: float = 1.0
+    flow_weight: float = 0.6
+    skew_weight: float = 0.3
+    news_weight: float = 1.0
+    inventory_weight: float = 0.5
+    defence_stress: float = 1.2  # above: widen and shrink (defence)
+    withdraw_stress: float = 2.2  # above: pull all quotes
+    return_stress: float = 1.0  # below this for return_lag_steps: quote again
+    return_lag_steps: int = 60
+    heterogeneity: float = 0.25
+    defence_widen: float = 3.0
+    defence_size: float = 0.4
+    maker_fee: float = -0.00005  # negative: rebate
+
+    def validate(self) -> None:
+        require(self.quote_size_lots >= 0, "quote_size_lots", "must be >= 0")
+        require(self.half_spread_ticks >= 0.5, "half_spread_ticks", "must be >= 0.5")
+        require(self.max_inventory_lots > 0, "max_inventory_lots", "must be > 0")
+        require(self.capital > 0, "capital", "must be > 0")
+        require(self.vol_ref > 0, "vol_ref", "must be > 0")
+        require(self.defence_stress <= self.withdraw_stress, "defence_stress", "must not exceed withdraw_stress")
+        require(self.return_stress <= self.withdraw_stress, "return_stress", "must not exceed withdraw_stress")
+        require(self.return_lag_steps >= 0, "return_lag_steps", "must be >= 0")
+        require(0 <= self.heterogeneity < 1, "heterogeneity", "must be in [0, 1)")
+        require(self.defence_widen >= 1, "defence_widen", "must be >= 1")
+        require(0 <= self.defence_size <= 1, "defence_size", "must be in [0, 1]")
+
+
+@pytree_dataclass
+class AccountParams:
+    """Leveraged traders (isolated margin) and the margin tier table.
+
+    Tier k applies to position notional <= tier_notional[k] (USD): maintenance margin
+    rate tier_mmr[k] and deduction cum_k = floor_k * (mmr_k - mmr_{k-1}) + cum_{k-1}
+    (Binance's formula), maximum leverage tier_max_leverage[k].
+    """
+
+    initial_open_fraction: float = 0.6  # of slots holding a position at reset
+    open_prob: float = 0.5  # chance an empty slot opens when visited
+    close_prob: float = 0.25  # chance an open position closes when visited
+    long_bias: float = 0.55  # probability a new position is long, before trend
+    trend_coef: float = 0.3  # shift of that probability per unit of normalized momentum
+    risk_off_open_mult: float = 0.3  # open_prob multiplier while the news is risk-off
+    notional_median: float = 20000.0  # USD
+    notional_sigma: float = 1.0  # log-normal sigma of notional
+    leverage_choices: tuple[float, ...] = (2.0, 3.0, 5.0, 10.0, 20.0, 25.0, 50.0)
+    leverage_weights: tuple[float, ...] = (0.10, 0.12, 0.20, 0.25, 0.18, 0.08, 0.07)
+    tier_notional: tuple[float, ...] = (5.0e4, 2.5e5, 1.0e6, 1.0e7, 2.0e7, 5.0e7, 1.0e8)
+    tier_mmr: tuple[float, ...] = (0.004, 0.005, 0.01, 0.025, 0.05, 0.10, 0.125)
+    tier_max_leverage: tuple[float, ...] = (125.0, 100.0, 50.0, 20.0, 10.0, 5.0, 4.0)
+    taker_fee: float = 0.0005
+
+    def validate(self) -> None:
+        require(0 <= self.initial_open_fraction <= 1, "initial_open_fraction", "must be in [0, 1]")
+        require(0 <= self.open_prob <= 1, "open_prob", "must be in [0, 1]")
+        require(0 <= self.close_prob <= 1, "close_prob", "must be in [0, 1]")
+        require(0 <= self.long_bias <= 1, "long_bias", "must be in [0, 1]")
+        require(self.notional_median > 0, "notional_median", "must be > 0")
+        require(self.notional_sigma >= 0, "notional_sigma", "must be >= 0")
+        require(len(self.leverage_choices) == len(self.leverage_weights), "leverage_weights", "must have one weight per leverage choice")
+        require(all(x >= 1 for x in self.leverage_choices), "leverage_choices", "must all be >= 1")
+        require(all(w >= 0 for w in self.leverage_weights) and sum(self.leverage_weights) > 0, "leverage_weights", "must be >= 0 with a positive sum")
+        n = len(self.tier_notional)
+        require(n >= 1 and len(self.tier_mmr) == n and len(self.tier_max_leverage) == n, "tier_mmr", "tier tables must have equal lengths")
+        require(all(a < b for a, b in zip(self.tier_notional, self.tier_notional[1:])), "tier_notional", "must increase")
+        require(all(0 < m < 1 for m in self.tier_mmr), "tier_mmr", "must be in (0, 1)")
+        require(
+            all(m < 1.0 / lev for m, lev in zip(self.tier_mmr, self.tier_max_leverage)),
+            "tier_mmr",
+            "maintenance margin must be below initial margin (1 / max leverage) in every tier",
+        )
+        require(0 <= self.taker_fee < 0.01, "taker_fee", "must be in [0, 0.01)")
+
+
+@pytree_dataclass
+class LiquidationParams:
+    """The three tiers: book liquidation, insurance fund, auto-deleveraging (ADL)."""
+
+    liquidation_fee: float = 0.005  # of liquidated notional, to the insurance fund (out of the surplus)
+    mode: int = 0  # LIQUIDATION_MODES: 0 full, 1 chunked (at most chunk_fraction of the queue per round)
+    chunk_fraction: float = 0.2
+    bucket_width: float = 0.002  # liquidation-price grid spacing as a fraction of the initial price
+    insurance_fund: float = 3.0e5  # USD at reset
+    adl_drawdown: float = 0.3  # ADL once the fund is this far below its peak (OKX / Bybit: 30%)
+    adl_rule: int = 0  # ADL_RULES: bitmex, binance, hyperliquid, pro_rata
+    adl_at_mark: int = 0  # 1: close ADL at the mark price (Hyperliquid) instead of the bankruptcy price
+
+    def validate(self) -> None:
+        require(0 <= self.liquidation_fee < 0.05, "liquidation_fee", "must be in [0, 0.05)")
+        require(self.mode in LIQUIDATION_MODES.values(), "mode", f"must be one of {sorted(LIQUIDATION_MODES)}")
+        require(0 < self.chunk_fraction <= 1, "chunk_fraction", "must be in (0, 1]")
+        require(0 < self.bucket_width < 0.05, "bucket_width", "must be in (0, 0.05)")
+        require(self.insurance_fund >= 0, "insurance_fund", "must be >= 0")
+        require(0 < self.adl_drawdown <= 1, "adl_drawdown", "must be in (0, 1]")
+        require(self.adl_rule in ADL_RULES.values(), "adl_rule", f"must be one of {sorted(ADL_RULES)}")
+        require(self.adl_at_mark in (0, 1), "adl_at_mark", "must be 0 or 1")
+
+
+@pytree_dataclass
+class FundingParams:
+    """Mark price (median rule) and funding (premium index, interest, clamp, cap)."""
+
+    interval_steps: int = 360  # one hour at 10 s steps (Hyperliquid pays hourly)
+    interest_per_interval: float = 0.0000125  # 0.01% per 8 h, per hour
+    clamp: float = 0.0005
+    cap: float = 0.02
+    basis_ma_steps: float = 30.0  # moving-average window of (mid - index) for mark P2
+
+    def validate(self) -> None:
+        require(self.interval_steps >= 1, "interval_steps", "must be >= 1")
+        require(self.clamp >= 0, "clamp", "must be >= 0")
+        require(self.cap > 0, "cap", "must be > 0")
+        require(self.basis_ma_steps >= 1, "basis_ma_steps", "must be >= 1")
+
+
+@pytree_dataclass
+class RuleParams:
+    """Market rules: circuit breaker, price band, liquidation throttle."""
+
+    halt_move: float = 0.0  # halt when |mark / reference - 1| exceeds this; 0 disables
+    halt_window_steps: float = 30.0  # reference = moving average of the mark over this window (LULD: 5 min)
+    halt_steps: int = 30  # length of a halt
+    price_band: float = 0.10  # market orders walk at most this far from the mark
+    throttle_notional: float = 0.0  # max liquidated notional (USD) per step; 0 disables
+
+    def validate(self) -> None:
+        require(self.halt_move >= 0, "halt_move", "must be >= 0")
+        require(self.halt_window_steps >= 1, "halt_window_steps", "must be >= 1")
+        require(self.halt_steps >= 0, "halt_steps", "must be >= 0")
+        require(0 < self.price_band <= 1, "price_band", "must be in (0, 1]")
+        require(self.throttle_notional >= 0, "throttle_notional", "must be >= 0")
+
+
+@pytree_dataclass
+class AgentParams:
+    """The learning agent's account (one holder, cross margin on its own account)."""
+
+    capital: float = 1.0e6
+    maker_fee: float = -0.00005
+    taker_fee: float = 0.0005
+    maintenance_margin: float = 0.01
+    max_quote_lots: float = 200.0
+    max_offset_ticks: float = 20.0
+    inventory_penalty: float = 0.0  # reward penalty per (inventory notional / capital)^2
+    max_leverage: float = 10.0
+
+    def validate(self) -> None:
+        require(self.capital > 0, "capital", "must be > 0")
+        require(0 < self.maintenance_margin < 1, "maintenance_margin", "must be in (0, 1)")
+        require(self.max_quote_lots > 0, "max_quote_lots", "must be > 0")
+        require(self.max_offset_ticks >= 1, "max_offset_ticks", "must be >= 1")
+        require(self.inventory_penalty >= 0, "inventory_penalty", "must be >= 0")
+        require(self.maintenance_margin < 1.0 / self.max_leverage, "maintenance_margin", "must be below initial margin 1 / max_leverage")
+
+
+@pytree_dataclass
+class MarketParams:
+    step_seconds: float = 10.0
+    book: BookParams = BookParams()
+    flow: FlowParams = FlowParams()
+    makers: MakerParams = MakerParams()
+    accounts: AccountParams = AccountParams()
+    liquidation: LiquidationParams = LiquidationParams()
+    funding: FundingParams = FundingParams()
+    rules: RuleParams = RuleParams()
+    agent: AgentParams = AgentParams()
+
+    def validate(self) -> None:
+        require(self.step_seconds > 0, "step_seconds", "must be > 0")
