@@ -338,7 +338,7 @@ class Market:
                               ladder=ladder, engine=engine, ledger=ledger, signals=signals)
         aux = {
             "mid": mid,
-            "prev_mid": s.mid,
+            "prev_mark": s.mark,
             "taker_buy_lots": buy_fill.lots,
             "taker_sell_lots": sell_fill.lots,
             "liquidation_fill_lots": liq_lots,
@@ -389,7 +389,8 @@ class Market:
         ledger = ledger.replace(overflow_lots=ledger.overflow_lots + dropped)
 
         # Slow statistics.
-        ret = jnp.log(mid / aux["prev_mid"])
+        # Makers and traders read volatility off the mark: the mid's half-tick flicker is not risk.
+        ret = jnp.log(mark / aux["prev_mark"])
         realized_var = (1 - _VAR_DECAY) * s.realized_var + _VAR_DECAY * ret**2
         buy, sell = aux["taker_buy_lots"].astype(jnp.float32), aux["taker_sell_lots"].astype(jnp.float32)
         imbalance = (buy - sell) / jnp.maximum(buy + sell, 1.0)

@@ -21,7 +21,7 @@ class BookParams:
     """The price ladder. tick_size in USD; sizes everywhere are integer lots of one base unit."""
 
     initial_price: float = 100.0
-    tick_size: float = 0.1
+    tick_size: float = 0.05
     recentre_levels: int = 16  # re-centre when the mid drifts this many levels off centre
 
     def validate(self) -> None:
@@ -48,8 +48,8 @@ class FlowParams:
     shock_vol_mult: float = 1.0
     risk_off_steps: int = 0  # how long makers see the news as a risk-off signal
     # Limit orders (lots per level per step) and cancellations (fraction per step).
-    limit_rate_lots: float = 40.0  # expected lots arriving one level from the mid
-    limit_decay_levels: float = 12.0  # e-folding distance of arrivals, in levels
+    limit_rate_lots: float = 30.0  # expected lots arriving one level from the mid
+    limit_decay_levels: float = 16.0  # e-folding distance of arrivals, in levels
     cancel_rate: float = 0.04
     # Market orders: self-exciting intensity (lots per step per side) with Pareto sizes.
     market_rate_lots: float = 30.0
@@ -132,8 +132,8 @@ class AccountParams:
     """
 
     initial_open_fraction: float = 0.6  # of slots holding a position at reset
-    open_prob: float = 0.5  # chance an empty slot opens when visited
-    close_prob: float = 0.25  # chance an open position closes when visited
+    open_prob: float = 0.1  # chance an empty slot opens when visited
+    close_prob: float = 0.05  # chance an open position closes when visited
     long_bias: float = 0.55  # probability a new position is long, before trend
     trend_coef: float = 0.3  # shift of that probability per unit of normalized momentum
     risk_off_open_mult: float = 0.3  # open_prob multiplier while the news is risk-off

@@ -1,0 +1,102 @@
+"""Scenarios and market rules as TOML files under configs/ (strict schema, version 1).
+
+A scenario file:
+
+    schema_version = 1
+    description = "..."
+    [shape]            # MarketShape: array sizes (static; changing them recompiles)
+    [market]           # MarketParams, nested tables per stage: [market.flow], [market.makers], ...
+
+A rules file (configs/rules/) has `schema_version`, `description` and a `[market]` table
+with the same schema; it is laid over the scenario's, key by key. Names of enumerated
+values are written as strings (`adl_rule = "hyperliquid"`, `mode = "chunked"`).
+Unknown keys, wrong types and impossible values raise ConfigError naming file and key.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from crashgym.config import ConfigError, check_schema_version, from_mapping, load_toml, resolve_config_path
+from crashgym.params import ADL_RULES, LIQUIDATION_MODES, MarketParams
+from crashgym.types import MarketShape
+
+_ENUMS = {("liquidation", "adl_rule"): ADL_RULES, ("liquidation", "mode"): LIQUIDATION_MODES}
+_TOP_KEYS = {"schema_version", "description", "shape", "market"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    shape: MarketShape
+    params: MarketParams
+    rules: tuple[str, ...] = ()
+
+
+def _read(name_or_path: str, kind: str) -> tuple[str, dict[str, Any]]:
+    path = resolve_config_path(name_or_path, kind)
+    data = load_toml(path)
+    source = str(path)
+    check_schema_version(data, source)
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key '{unknown[0]}' (known: {', '.join(sorted(_TOP_KEYS))})")
+    if "description" in data and not isinstance(data["description"], str):
+        raise ConfigError(f"{source}: 'description' must be str")
+    return source, data
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _encode_enums(market: dict[str, Any], source: str) -> dict[str, Any]:
+    market = copy.deepcopy(market)
+    for (group, key), codes in _ENUMS.items():
+        table = market.get(group)
+        if isinstance(table, dict) and isinstance(table.get(key), str):
+            name = table[key]
+            if name not in codes:
+                raise ConfigError(f"{source}: 'market.{group}.{key}' must be one of {sorted(codes)}, got {name!r}")
+            table[key] = codes[name]
+    return market
+
+
+def market_params(market: Mapping[str, Any], source: str) -> MarketParams:
+    return from_mapping(MarketParams, _encode_enums(dict(market), source), source=source, prefix="market")
+
+
+def load_scenario(name_or_path: str, rules: str | list[str] | tuple[str, ...] | None = None,
+                  overrides: Mapping[str, Any] | None = None) -> Scenario:
+    """Load a scenario, optionally with rule files laid over it and a dict of overrides
+    (same nested layout as the `[market]` table)."""
+    source, data = _read(name_or_path, "scenarios")
+    market = dict(data.get("market", {}))
+    rule_names = (rules,) if isinstance(rules, str) else tuple(rules or ())
+    sources = [source]
+    for rule in rule_names:
+        rule_source, rule_data = _read(rule, "rules")
+        if "shape" in rule_data:
+            raise ConfigError(f"{rule_source}: rules may not set 'shape'")
+        market = _merge(market, rule_data.get("market", {}))
+        sources.append(rule_source)
+    if overrides:
+        market = _merge(market, overrides)
+    shape_data = data.get("shape", {})
+    try:
+        shape = from_mapping(MarketShape, shape_data, source=source, prefix="shape")
+    except ValueError as e:  # MarketShape checks itself in __post_init__
+        raise ConfigError(f"{source}: {e}") from e if not isinstance(e, ConfigError) else e
+    params = market_params(market, " + ".join(sources))
+    stem = name_or_path.rsplit("/", 1)[-1].removesuffix(".toml")
+    return Scenario(name=stem, description=data.get("description", ""), shape=shape, params=params, rules=rule_names)
