@@ -172,8 +172,9 @@ def quote_checks(
 ) -> dict[str, Array]:
     """Per-rule ``ok`` flags (bool) for ``spread``, ``size``, ``distance``, plus ``two_sided``.
 
-    A missing side (price nan, or notional <= 0) fails every enabled rule. A disabled rule
-    (threshold 0) is always ok. Whether the obligation is ``active`` is not looked at here.
+    ``two_sided``: both prices finite, both notionals > 0, ask >= bid, and mid finite and > 0.
+    A quote that is not two-sided fails every enabled rule; a disabled rule (threshold 0) is
+    always ok. Limits are inclusive, with a 1e-5 relative slack for float32 rounding. Whether the obligation is ``active`` is not looked at here.
     """
     bid, ask, mid = _f32(bid_price), _f32(ask_price), _f32(mid)
     bid_n, ask_n = _f32(bid_notional), _f32(ask_notional)
