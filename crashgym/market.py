@@ -430,6 +430,8 @@ class Market:
             "mm_withdrawn": jnp.sum(mk.mode == makers.WITHDRAWN),
             "mm_equity": jnp.sum(mk.cash + mk.inventory * mark),
             "agent_liquidated": aux["agent_liquidated"],
+            "agent_equity": ag.cash + ag.position * mark,
+            "agent_position": ag.position,
             "overflow_lots": ledger.overflow_lots,
         }
         return state, info

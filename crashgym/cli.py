@@ -1,0 +1,126 @@
+"""The `crashgym` command: run a scenario (and, as they land, compare / train / bench)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+
+def _progress(description: str):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn(description), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+                    TimeElapsedColumn(), transient=False)
+
+
+def _policy(name: str):
+    """A heuristic agent by name (from the `agents` package, which the library never imports
+    unless asked) or 'none' for an idle agent."""
+    from crashgym.rollout import idle_policy
+
+    if name == "none":
+        return idle_policy
+    try:
+        heuristics = importlib.import_module("agents.heuristics")
+    except ImportError as e:
+        raise SystemExit(f"--agent {name}: the agents package is not importable ({e})") from None
+    try:
+        return heuristics.market_policy(name)
+    except KeyError as e:
+        raise SystemExit(f"--agent: {e.args[0]}") from None
+
+
+def _table(title: str, summary: dict[str, dict[str, float]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("metric", "mean", "p05", "p50", "p95"):
+        table.add_column(col, justify="right" if col != "metric" else "left")
+    for name, s in summary.items():
+        table.add_row(name, *(f"{s[c]:.4g}" for c in ("mean", "p05", "p50", "p95")))
+    Console().print(table)
+
+
+def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
+    import jax
+
+    from crashgym.config import ConfigError
+    from crashgym.metrics import episode_metrics, summarize
+    from crashgym.rollout import run_batch
+    from crashgym.scenarios import load_scenario
+
+    try:
+        sc = load_scenario(args.scenario, rules=args.rules.split(",") if args.rules else None)
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
+    if args.steps:
+        import dataclasses
+
+        sc = dataclasses.replace(sc, shape=dataclasses.replace(sc.shape, episode_steps=args.steps))
+    policy = _policy(args.agent)
+    with _progress(f"{sc.name} x {args.seeds} seeds") as bar:
+        task = bar.add_task("run", total=sc.shape.episode_steps)
+        info, step_seconds = run_batch(sc.shape, sc.params, args.seeds, policy=policy, seed=args.seed,
+                                       on_chunk=lambda done, total: bar.update(task, completed=done))
+    p = sc.params
+    values = episode_metrics(info, shock_step=int(p.flow.shock_step), n_makers=sc.shape.n_makers,
+                             agent_capital=float(p.agent.capital))
+    summary = summarize(values)
+    _table(f"crashgym run: {sc.name} ({args.seeds} seeds, agent {args.agent}, device {jax.devices()[0].platform})", summary)
+    result = {"scenario": sc.name, "step_seconds": step_seconds, "seeds": args.seeds, "metrics": summary}
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=2)
+        print(f"wrote {args.json}")
+    if args.plot:
+        from crashgym.plot import plot_episode
+
+        os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)
+        plot_episode(info, args.plot, title=f"{sc.name}: {sc.description}", step_seconds=float(p.step_seconds),
+                     shock_step=int(p.flow.shock_step), n_makers=sc.shape.n_makers)
+        print(f"wrote {args.plot}")
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crashgym", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a scenario for many seeds in one batch; print metrics, save a plot")
+    run.add_argument("--scenario", default="oct10", help="scenario name (configs/scenarios) or TOML path")
+    run.add_argument("--rules", default=None, help="comma-separated rule files laid over the scenario")
+    run.add_argument("--agent", default="none", help="heuristic agent name, or 'none'")
+    run.add_argument("--seeds", type=int, default=16)
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--steps", type=int, default=None, help="episode length override (steps)")
+    run.add_argument("--json", default=None)
+    run.add_argument("--plot", default=None)
+    run.set_defaults(func=cmd_run)
+    try:
+        from crashgym import bench
+    except ImportError:
+        bench = None
+    if bench is not None and hasattr(bench, "add_arguments"):
+        b = sub.add_parser("bench", help="throughput of the market step and the Gymnasium envs, peers side by side")
+        bench.add_arguments(b)
+        b.set_defaults(func=bench.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "seeds", 1) < 1:
+        raise SystemExit("error: --seeds must be >= 1")
+    args.func(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
