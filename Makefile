@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/crashgym run --scenario oct10 --seeds 16 --plot out/oct10.png --json out/oct10.json
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --nbmake tests notebooks
+	$(BIN)/python -m pytest -n 2 tests
 
 bench: $(STAMP)
 	$(BIN)/crashgym bench
