@@ -130,6 +130,80 @@ class _History:
         self.adl.append(float(market.get("adl_notional", 0.0)))
 
 
+# Jitted functions are shared by every adapter with the same env class, shape (and
+# num_envs): a second env of the same kind does not compile again.
+_FNS: dict[tuple, tuple] = {}
+
+
+def _single_fns(fenv: CrashEnv, params: EnvParams):
+    cache_key = ("single", type(fenv), fenv.shape)
+    if cache_key in _FNS:
+        return _FNS[cache_key]
+
+    def reset_fn(key, params):
+        key, sub = jax.random.split(key)
+        obs, state = fenv.reset(sub, params)
+        return key, state, obs
+
+    key0 = jax.random.key(0)
+    _, st_shape, _ = jax.eval_shape(reset_fn, key0, params)
+    act = jax.ShapeDtypeStruct(fenv.action_space(params).shape, jnp.float32)
+    out = jax.eval_shape(lambda k, s, a, p: fenv.step(k, s, a, p)[2:], key0, st_shape, act, params)
+    packer = _InfoPacker(tuple(out), None)
+
+    def step_fn(key, state, action, params):
+        key, sub = jax.random.split(key)
+        obs, state, reward, term, trunc, info = fenv.step(sub, state, action, params)
+        return key, state, obs, packer.pack((reward, term, trunc, info))
+
+    _FNS[cache_key] = (jax.jit(reset_fn), jax.jit(step_fn), packer)
+    return _FNS[cache_key]
+
+
+def _vector_fns(fenv: CrashEnv, params: EnvParams, num_envs: int):
+    """Per-env keys evolve exactly as the single env's do (split, use the second half), so
+    env i of a vector env seeded s follows the single env seeded s + i, autoresets included."""
+    cache_key = ("vector", type(fenv), fenv.shape, num_envs)
+    if cache_key in _FNS:
+        return _FNS[cache_key]
+    split2 = jax.vmap(jax.random.split)
+    reset_batch = jax.vmap(fenv.reset, in_axes=(0, None))
+
+    def reset_fn(keys, params):
+        ks = split2(keys)
+        obs, state = reset_batch(ks[:, 1], params)
+        return ks[:, 0], state, obs
+
+    keys0 = jax.vmap(jax.random.key)(jnp.arange(num_envs))
+    _, st_shape, _ = jax.eval_shape(reset_fn, keys0, params)
+    act = jax.ShapeDtypeStruct((num_envs,) + fenv.action_space(params).shape, jnp.float32)
+    out = jax.eval_shape(lambda k, s, a, p: fenv.step_batch(k, s, a, p)[2:], keys0, st_shape, act, params)
+    packer = _InfoPacker(tuple(out), num_envs)
+
+    def step_fn(keys, state, action, params):
+        ks = split2(keys)
+        keys = ks[:, 0]
+        obs, state1, reward, term, trunc, info = fenv.step_batch(ks[:, 1], state, action, params)
+        done = term | trunc
+
+        def with_reset(keys):
+            kr = split2(keys)
+            obs_r, state_r = reset_batch(kr[:, 1], params)
+            pick = lambda a, b: _select(done, a, b)  # noqa: E731
+            return (_select(done, kr[:, 0], keys), pick(obs_r, obs),
+                    jax.tree_util.tree_map(pick, state_r, state1))
+
+        keys, obs_next, state_next = jax.lax.cond(jnp.any(done), with_reset, lambda k: (k, obs, state1), keys)
+        return keys, state_next, obs_next, obs, packer.pack((reward, term, trunc, info))
+
+    _FNS[cache_key] = (jax.jit(reset_fn), jax.jit(step_fn), packer)
+    return _FNS[cache_key]
+
+
+def _select(done: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
+    return jnp.where(done.reshape(done.shape + (1,) * (a.ndim - 1)), a, b)
+
+
 class CrashGymEnv(gymnasium.Env):
     """A crashgym functional env as a Gymnasium env (numpy in and out, one jitted call per step)."""
 
@@ -145,25 +219,7 @@ class CrashGymEnv(gymnasium.Env):
         self.action_space = _to_gym_box(self.env.action_space(self.params))
         self.observation_space = _to_gym_box(self.env.observation_space(self.params))
         self._action_shape = self.action_space.shape
-        fenv = self.env
-
-        def reset_fn(key, params):
-            key, sub = jax.random.split(key)
-            obs, state = fenv.reset(sub, params)
-            return key, state, obs
-
-        def step_fn(key, state, action, params):
-            key, sub = jax.random.split(key)
-            obs, state, reward, term, trunc, info = fenv.step(sub, state, action, params)
-            return key, state, obs, self._packer.pack((reward, term, trunc, info))
-
-        key0 = jax.random.key(0)
-        _, st_shape, _ = jax.eval_shape(reset_fn, key0, self.params)
-        act = jax.ShapeDtypeStruct(self._action_shape, jnp.float32)
-        out = jax.eval_shape(lambda k, s, a, p: fenv.step(k, s, a, p)[2:], key0, st_shape, act, self.params)
-        self._packer = _InfoPacker((out[0], out[1], out[2], out[3]), None)
-        self._reset = jax.jit(reset_fn)
-        self._step = jax.jit(step_fn)
+        self._reset, self._step, self._packer = _single_fns(self.env, self.params)
         self._key: jax.Array | None = None
         self.state: EnvState | None = None
         self._history = _History()
@@ -179,7 +235,7 @@ class CrashGymEnv(gymnasium.Env):
         self._key, self.state, obs = self._reset(self._key, self.params)
         self._history.clear()
         self._last_info = {}
-        return np.asarray(obs), {}
+        return np.array(obs), {}
 
     def step(self, action: Any):
         if self.state is None:
@@ -187,6 +243,7 @@ class CrashGymEnv(gymnasium.Env):
         a = _check_action(action, self._action_shape, batched=False)
         self._key, self.state, obs, packed = self._step(self._key, self.state, a, self.params)
         obs, packed = jax.device_get((obs, packed))
+        obs = np.array(obs)  # writable
         reward, term, trunc, info = self._packer.unpack(packed)
         if self.render_mode is not None:
             self._history.add(info["market"])
@@ -212,10 +269,6 @@ class CrashGymEnv(gymnasium.Env):
         self.params = params
 
 
-def _select(done: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
-    return jnp.where(done.reshape(done.shape + (1,) * (a.ndim - 1)), a, b)
-
-
 class CrashGymVectorEnv(VectorEnv):
     """``num_envs`` crashgym envs stepped by one jit(step_batch) call with same-step autoreset."""
 
@@ -236,35 +289,7 @@ class CrashGymVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self._action_shape = (num_envs,) + self.single_action_space.shape
-        fenv = self.env
-        reset_batch = jax.vmap(fenv.reset, in_axes=(0, None))
-
-        def reset_fn(key, params):
-            key, sub = jax.random.split(key)
-            obs, state = reset_batch(jax.random.split(sub, num_envs), params)
-            return key, state, obs
-
-        def step_fn(key, state, action, params):
-            key, k_step, k_reset = jax.random.split(key, 3)
-            obs, state1, reward, term, trunc, info = fenv.step_batch(jax.random.split(k_step, num_envs), state, action,
-                                                                    params)
-            done = term | trunc
-
-            def with_reset(_):
-                obs_r, state_r = reset_batch(jax.random.split(k_reset, num_envs), params)
-                return (_select(done, obs_r, obs), jax.tree_util.tree_map(lambda a, b: _select(done, a, b), state_r, state1))
-
-            obs_next, state_next = jax.lax.cond(jnp.any(done), with_reset, lambda _: (obs, state1), None)
-            return key, state_next, obs_next, obs, self._packer.pack((reward, term, trunc, info))
-
-        key0 = jax.random.key(0)
-        _, st_shape, _ = jax.eval_shape(reset_fn, key0, self.params)
-        act = jax.ShapeDtypeStruct(self._action_shape, jnp.float32)
-        keys = jax.ShapeDtypeStruct((num_envs,), key0.dtype)
-        out = jax.eval_shape(lambda k, s, a, p: fenv.step_batch(k, s, a, p)[2:], keys, st_shape, act, self.params)
-        self._packer = _InfoPacker(tuple(out), num_envs)
-        self._reset = jax.jit(reset_fn)
-        self._step = jax.jit(step_fn)
+        self._reset, self._step, self._packer = _vector_fns(self.env, self.params, num_envs)
         self._key: jax.Array | None = None
         self.state: EnvState | None = None
         self._all = np.ones(num_envs, bool)
@@ -272,16 +297,22 @@ class CrashGymVectorEnv(VectorEnv):
         self._last_info: dict[str, Any] = {}
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
-        """Reset every env. ``seed``: an int (env keys are split from it) or None."""
-        if isinstance(seed, (list, tuple)):
-            raise ValueError("seed must be an int or None (the env keys are split from one seed)")
+        """Reset every env. ``seed``: an int s (env i gets seed s + i, as Gymnasium's
+        SyncVectorEnv does, and follows the single env seeded s + i), a list of ints (one
+        per env), or None (continue each env's key stream; random seeds the first time)."""
         if seed is not None:
-            self._key = jax.random.key(int(seed))
+            seeds = [int(seed) + i for i in range(self.num_envs)] if np.isscalar(seed) else [int(x) for x in seed]
+            if any(not 0 <= x < 2**32 for x in seeds):
+                raise ValueError(f"seeds must be in [0, 2**32), got {seeds[:4]}...")
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"seed list has {len(seeds)} entries, expected num_envs={self.num_envs}")
+            self._key = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
         elif self._key is None:
-            self._key = jax.random.key(int(np.random.default_rng().integers(0, 2**31 - 1)))
+            base = int(np.random.default_rng().integers(0, 2**31 - 1 - self.num_envs))
+            self._key = jax.vmap(jax.random.key)(jnp.arange(base, base + self.num_envs, dtype=jnp.uint32))
         self._key, self.state, obs = self._reset(self._key, self.params)
         self._history.clear()
-        return np.asarray(obs), {}
+        return np.array(obs), {}
 
     def _masked(self, info: dict[str, Any], mask: np.ndarray) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -296,6 +327,7 @@ class CrashGymVectorEnv(VectorEnv):
         a = _check_action(actions, self._action_shape, batched=True)
         self._key, self.state, obs, final_obs, packed = self._step(self._key, self.state, a, self.params)
         obs, packed = jax.device_get((obs, packed))
+        obs = np.array(obs)  # writable
         reward, term, trunc, raw = self._packer.unpack(packed)
         info = self._masked(raw, self._all)
         done = term | trunc

@@ -1,0 +1,1 @@
+"""Baseline and learning agents (heuristics, JAX PPO, Stable-Baselines3 scripts)."""
