@@ -47,6 +47,10 @@ def make(env_id: str, scenario: str | Scenario = "calm", obligations: str | Obli
     market: overrides of the market parameters, nested like the scenario's [market]
         table (e.g. ``{"agent": {"inventory_penalty": 0.1}}``).
     reward_scale: reward = reward_scale * equity change / capital (default 100).
+
+    An env may change some of the agent's defaults (``DEFAULT_AGENT``): LeveragedTrader-v0
+    trades with 10,000 USD of capital (a trader, not a whale that sweeps the book each
+    step); ``market={"agent": {"capital": ...}}`` sets it.
     """
     cls = _env_class(env_id)
     if isinstance(scenario, Scenario):
@@ -64,6 +68,11 @@ def make(env_id: str, scenario: str | Scenario = "calm", obligations: str | Obli
         if bad:
             raise ValueError(f"unknown shape field {bad[0]!r}; known: {', '.join(sorted(known))}")
         sh = dataclasses.replace(sh, **dict(shape))
+    user_agent = dict((market or {}).get("agent", {}))
+    defaults = {k: v for k, v in cls.DEFAULT_AGENT.items() if k not in user_agent}
+    if defaults:
+        sc = dataclasses.replace(sc, params=sc.params.replace(agent=sc.params.agent.replace(**defaults)))
+        sc.params.agent.validate()
     ob = obligations if isinstance(obligations, ObligationParams) else load_obligations(obligations)
     if max_episode_steps is not None and (not isinstance(max_episode_steps, int) or max_episode_steps < 1):
         raise ValueError(f"max_episode_steps must be a positive int, got {max_episode_steps!r}")

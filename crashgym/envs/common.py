@@ -212,6 +212,7 @@ class CrashEnv:
     name: str = "crashgym-env"
     OBS_NAMES: tuple[str, ...] = ()
     ACTION_NAMES: tuple[str, ...] = ()
+    DEFAULT_AGENT: dict[str, float] = {}  # AgentParams values crashgym.make uses unless overridden
 
     def __init__(self, shape: MarketShape = MarketShape()):
         self.shape = shape

@@ -5,6 +5,10 @@ of the maximum leverage, ``target lots = round(a * max_leverage * max(equity, 0)
 The env sends a market order for ``target - position`` lots (no quotes); it fills against
 the book within the price band (possibly partly).
 
+Capital: crashgym.make gives this env 10,000 USD of capital by default (10x is then
+~1,000 lots at 100 USD, a few levels of the book; the MarketMaker's 1e6 would sweep the
+whole ladder every step). Override with ``market={"agent": {"capital": ...}}``.
+
 Reward: ``reward_scale * (equity_t - equity_{t-1}) / capital`` (equity = cash + position *
 mark; fees, funding, liquidation and ADL included; default reward_scale 100).
 Costs: all zero (no obligation applies to a taker); ``info["costs"]`` keeps the shape.
@@ -62,6 +66,7 @@ def adl_light(ms: MarketState, params: EnvParams) -> tuple[Array, Array]:
 class LeveragedTrader(CrashEnv):
     name = "LeveragedTrader-v0"
     ACTION_NAMES = ("target_leverage",)
+    DEFAULT_AGENT = {"capital": 10_000.0}
     OBS_NAMES = (
         "return_t-3", "return_t-2", "return_t-1", "return_t",
         "realized_vol",
