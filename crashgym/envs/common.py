@@ -257,7 +257,7 @@ class CrashEnv:
     # Reset / step.
     def reset(self, key: Array, params: EnvParams | None = None) -> tuple[Array, EnvState]:
         params = self.default_params if params is None else params
-        ms = self.market.init(key, params.market)
+        ms = strong(self.market.init(key, params.market))
         long_, short = open_interest(ms)
         z = jnp.float32(0.0)
         state = EnvState(
@@ -304,7 +304,7 @@ class CrashEnv:
         z = jnp.nan_to_num(z, nan=0.0)
         time = state.time + 1
         new_state = EnvState(
-            market=new_market, time=time, prev_equity=eq,
+            market=strong(new_market), time=time, prev_equity=eq,
             returns=jnp.concatenate([state.returns[1:], z[None].astype(jnp.float32)]),
             oi0=state.oi0, liq_notional=f32(minfo["liquidated_notional"]), adl_notional=f32(minfo["adl_notional"]),
             adl_lots=adl_lots.astype(jnp.int32), ob=ob_state, presence=f32(presence), window_left=f32(window_left),
@@ -322,6 +322,12 @@ class CrashEnv:
         }
         obs = self.observe(new_state, params)
         return obs, new_state, f32(reward), terminated, truncated, info
+
+
+def strong(tree: Any) -> Any:
+    """Drop weak types from every leaf, so that a state coming out of ``step`` has exactly the
+    avals of one coming out of ``reset`` (a weak-typed leaf would make jit compile twice)."""
+    return jax.tree_util.tree_map(lambda x: jax.lax.convert_element_type(x, jnp.asarray(x).dtype), tree)
 
 
 def obs_vector(parts: list[Array]) -> Array:
