@@ -55,9 +55,14 @@ def _build(env_id: str, env: CrashEnv | None, params: EnvParams | None, kwargs: 
     if env is not None:
         if kwargs:
             raise ValueError(f"pass either env= (with params=) or make() arguments, not both: {sorted(kwargs)}")
-        return env, env.default_params if params is None else params
+        return env, _on_device(env.default_params if params is None else params)
     built, default = make_functional(env_id, **kwargs)
-    return built, default if params is None else params
+    return built, _on_device(default if params is None else params)
+
+
+def _on_device(params: EnvParams) -> EnvParams:
+    """Params as device arrays once, so a step does not convert ~100 Python numbers per call."""
+    return jax.device_put(params)
 
 
 def _to_gym_box(box) -> gymnasium.spaces.Box:
@@ -84,12 +89,22 @@ class _InfoPacker:
         return jnp.concatenate([leaf.reshape(leaf.shape[0], -1).astype(jnp.float32) for leaf in leaves], axis=1)
 
     def unpack(self, flat: np.ndarray) -> Any:
+        """Single env: scalars as Python bool / int / float, arrays as numpy arrays.
+        Batched: numpy arrays with a leading batch axis, in the original dtypes."""
         out = []
-        for off, size, shape, dtype in zip(self.offsets, self.sizes, self.shapes, self.dtypes):
-            if self.batch is None:
-                v = flat[off:off + size].reshape(shape).astype(dtype)
-                out.append(v if shape else v[()])
-            else:
+        if self.batch is None:
+            values = flat.tolist()
+            for off, size, shape, dtype in zip(self.offsets, self.sizes, self.shapes, self.dtypes):
+                if shape:
+                    out.append(np.asarray(flat[off:off + size], dtype).reshape(shape))
+                elif dtype == np.bool_:
+                    out.append(bool(values[off]))
+                elif dtype.kind in "iu":
+                    out.append(int(values[off]))
+                else:
+                    out.append(values[off])
+        else:
+            for off, size, shape, dtype in zip(self.offsets, self.sizes, self.shapes, self.dtypes):
                 out.append(flat[:, off:off + size].reshape((flat.shape[0],) + shape).astype(dtype))
         return jax.tree_util.tree_unflatten(self.treedef, out)
 
@@ -248,7 +263,7 @@ class CrashGymEnv(gymnasium.Env):
         if self.render_mode is not None:
             self._history.add(info["market"])
             self._last_info = info
-        return obs, float(reward), bool(term), bool(trunc), info
+        return obs, reward, term, trunc, info
 
     def render(self):
         if self.render_mode is None:
@@ -266,7 +281,7 @@ class CrashGymEnv(gymnasium.Env):
     # -------------------------------------------------------------- helpers
     def set_params(self, params: EnvParams) -> None:
         """Swap the (traced) parameters; no recompilation when the structure is unchanged."""
-        self.params = params
+        self.params = _on_device(params)
 
 
 class CrashGymVectorEnv(VectorEnv):
@@ -358,7 +373,8 @@ class CrashGymVectorEnv(VectorEnv):
         return render_mod.rgb_array(self.env, state, self.params, self._history, self._last_info)
 
     def set_params(self, params: EnvParams) -> None:
-        self.params = params
+        """Swap the (traced) parameters, shared by all envs; no recompilation."""
+        self.params = _on_device(params)
 
 
 def make_env(**kwargs: Any) -> CrashGymEnv:

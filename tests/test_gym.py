@@ -21,7 +21,10 @@ N = 3
 
 @pytest.fixture(scope="module")
 def mm_env():
-    return CrashGymEnv("MarketMaker-v0", scenario="calm", obligations="mifid", shape=SMALL, render_mode="rgb_array")
+    env = gymnasium.make("crashgym/MarketMaker-v0", scenario="calm", obligations="mifid", shape=SMALL,
+                         render_mode="rgb_array").unwrapped
+    assert isinstance(env, CrashGymEnv)
+    return env
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +37,7 @@ def test_check_env_market_maker(mm_env):
 
 
 def test_check_env_leveraged_trader():
-    check_env(CrashGymEnv("LeveragedTrader-v0", scenario="calm", shape=SMALL, render_mode="ansi"))
+    check_env(gymnasium.make("crashgym/LeveragedTrader-v0", scenario="calm", shape=SMALL, render_mode="ansi").unwrapped)
 
 
 def test_registered_ids_make_and_make_vec():
