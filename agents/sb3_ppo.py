@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             rewards.append(float(np.mean(self.locals["rewards"])))
             return True
 
+    env.reset()  # compile the jitted reset and step before timing
+    env.step(np.zeros((args.num_envs,) + env.action_space.shape, np.float32))
+    env.seed(args.seed)
     t = time.perf_counter()
     model.learn(total_timesteps=args.steps, callback=Rewards())
     seconds = time.perf_counter() - t
