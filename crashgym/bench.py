@@ -8,7 +8,10 @@ What is measured (all in one process, on ``jax.devices()[0]``'s platform):
   the scan. The state is donated and chained from call to call, so a long measurement
   walks through the episode (for ``oct10``: calm, then the shock at step 180).
   ``steps_per_second`` is the best call (as ``benchmarks/peers.py`` reports its peers);
-  ``steps_per_second_mean`` is the total over all timed calls.
+  ``steps_per_second_mean`` is the total over all timed calls. A short measurement from
+  reset only sees the start of the episode, so the largest batch is also timed from
+  states ``--mid-episode-step`` steps in (for ``oct10`` the crash, when the batch-level
+  ADL branch runs in most steps): ``kind == "core-mid-episode"``.
 * **gymnasium-vector** / **gymnasium-single** -- ``gymnasium.make_vec("crashgym/<env>")``
   (numpy in, numpy out, random actions) and the single env's per-step latency, when
   :mod:`crashgym.gym` is importable.
@@ -107,6 +110,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also measure the Gymnasium vector env and single-env latency (crashgym.gym)")
     parser.add_argument("--compile-time", action=argparse.BooleanOptionalAction, default=True,
                         help="measure cold / warm-persistent-cache compile time at the largest batch")
+    parser.add_argument("--mid-episode-step", type=int, default=480,
+                        help="also time the largest batch from states this many steps into the episode "
+                             "(oct10: the crash, ADL running); 0 to skip (default %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no table or progress output")
 
 
@@ -277,9 +283,46 @@ def compile_times(rollout: Callable, state: Any, key: jax.Array, params: Any) ->
     return compiled, out
 
 
+def _timed_calls(compiled: Any, state: Any, key: jax.Array, params: Any, num_envs: int, chunk: int,
+                 steps: int | None, seconds: float) -> tuple[dict[str, Any], Any]:
+    """One warm-up call, then timed calls (state chained): (row fields, final state)."""
+    start_step = int(np.asarray(state.step).reshape(-1)[0])
+    t0 = time.perf_counter()
+    state, key, adl = jax.block_until_ready(compiled(state, key, params))  # first call: allocations, threads
+    first = time.perf_counter() - t0
+    calls = 1 if steps is not None else int(min(100_000, max(2, math.ceil(seconds / max(first, 1e-6)))))
+    times: list[float] = []
+    adl_steps = 0
+    deadline = time.perf_counter() + 4 * seconds  # the first call can underestimate; never run away
+    for i in range(calls):
+        t0 = time.perf_counter()
+        state, key, adl = jax.block_until_ready(compiled(state, key, params))
+        times.append(time.perf_counter() - t0)
+        adl_steps += int(np.sum(np.asarray(adl) > 0))
+        if steps is None and i >= 1 and time.perf_counter() > deadline:
+            break
+    env_steps = num_envs * chunk
+    return dict(
+        steps_per_second=env_steps / min(times),
+        steps_per_second_mean=env_steps * len(times) / sum(times),
+        ms_per_batch_step=min(times) / chunk * 1e3,
+        steps=chunk * len(times),
+        scan_length=chunk,
+        calls=len(times),
+        seconds=sum(times),
+        episode_steps_timed=[start_step + chunk, start_step + chunk * (len(times) + 1)],
+        adl_branch_share=adl_steps / (chunk * len(times)),
+    ), state
+
+
 def measure_core(market: Any, params: Any, num_envs: int, *, steps: int | None, seconds: float, seed: int,
-                 compile_probe: bool = False, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    """Env-steps/s of jit(scan(step_batch)) at one batch size (see the module docstring)."""
+                 compile_probe: bool = False, log: Callable[[str], None] = lambda s: None,
+                 executables: dict[int, tuple[Any, int]] | None = None) -> dict[str, Any]:
+    """Env-steps/s of jit(scan(step_batch)) at one batch size, from reset (see the module docstring).
+
+    `executables`, when given, receives {num_envs: (compiled rollout, scan length)} for reuse.
+    ``adl_branch_share``: share of the timed batched steps in which some env ran ADL.
+    """
     sharding = batch_sharding(num_envs)
     chunk = steps if steps is not None else max(4, min(256, 16384 // num_envs))
     rollout = make_rollout(market, num_envs, chunk, sharding)
@@ -290,39 +333,48 @@ def measure_core(market: Any, params: Any, num_envs: int, *, steps: int | None, 
         row["compile_seconds"] = row["compile"]["cold"]
     else:
         compiled, row["compile_seconds"] = _compile(rollout, state, key, params)
-    log(f"core num_envs={num_envs}: compiled in {row['compile_seconds']:.1f} s; warm-up call of {chunk} steps")
-
-    t0 = time.perf_counter()
-    state, key, adl = jax.block_until_ready(compiled(state, key, params))  # first call: allocations, threads
-    first = time.perf_counter() - t0
-    calls = 1 if steps is not None else int(min(100_000, max(2, math.ceil(seconds / max(first, 1e-6)))))
-    times: list[float] = []
-    adl_steps = int(np.sum(np.asarray(adl) > 0))
-    deadline = time.perf_counter() + 4 * seconds  # the first call can underestimate; never run away
-    for i in range(calls):
-        t0 = time.perf_counter()
-        state, key, adl = jax.block_until_ready(compiled(state, key, params))
-        times.append(time.perf_counter() - t0)
-        adl_steps += int(np.sum(np.asarray(adl) > 0))
-        if steps is None and i >= 1 and time.perf_counter() > deadline:
-            break
-    env_steps = num_envs * chunk
+    if executables is not None:
+        executables[num_envs] = (compiled, chunk)
+    log(f"core num_envs={num_envs}: compiled in {row['compile_seconds']:.1f} s; timing calls of {chunk} steps")
+    timing, state = _timed_calls(compiled, state, key, params, num_envs, chunk, steps, seconds)
+    row.update(timing)
     row.update(
-        steps_per_second=env_steps / min(times),
-        steps_per_second_mean=env_steps * len(times) / sum(times),
-        ms_per_batch_step=min(times) / chunk * 1e3,
-        steps=chunk * len(times),
-        scan_length=chunk,
-        calls=len(times),
-        seconds=sum(times),
-        episode_steps_covered=[0, chunk * (len(times) + 1)],
-        adl_branch_steps=adl_steps,
         sharded=sharding is not None,
         devices=jax.local_device_count() if sharding is not None else 1,
         state_sharding=str(state.accounts.size.sharding.spec) if sharding is not None else None,
         checksum=_checksum(state),
     )
     return row
+
+
+def measure_core_mid_episode(market: Any, params: Any, num_envs: int, target_step: int, executables: dict[int, tuple[Any, int]],
+                             *, steps: int | None, seconds: float, seed: int, log: Callable[[str], None] = lambda s: None
+                             ) -> dict[str, Any] | None:
+    """Env-steps/s at `num_envs` from states `target_step` steps into the episode (for oct10: the crash, ADL on).
+
+    The states come from a small batch (the largest measured size <= 64 dividing num_envs)
+    run forward with its already compiled rollout, tiled to num_envs; the per-env keys of
+    the timed steps differ, so the copies diverge. Reuses compiled executables only:
+    returns None when the sizes do not allow it.
+    """
+    small = [n for n in executables if n <= 64 and num_envs % n == 0]
+    if num_envs not in executables or not small:
+        return None
+    n_ff = max(small)
+    compiled_ff, chunk_ff = executables[n_ff]
+    state, key = initial_state(market, params, n_ff, seed + 1, batch_sharding(n_ff))
+    calls = max(1, math.ceil(target_step / chunk_ff))
+    log(f"core num_envs={num_envs} mid-episode: running {n_ff} envs forward {calls * chunk_ff} steps")
+    for _ in range(calls):
+        state, key, _ = compiled_ff(state, key, params)
+    reps = num_envs // n_ff
+    state = jax.tree.map(lambda x: jnp.tile(np.asarray(x), (reps,) + (1,) * (x.ndim - 1)), jax.device_get(state))
+    sharding = batch_sharding(num_envs)
+    state = jax.device_put(state, sharding) if sharding is not None else jax.device_put(state)
+    compiled, chunk = executables[num_envs]
+    timing, state = _timed_calls(compiled, state, jax.random.key(seed + 2), params, num_envs, chunk, steps, seconds)
+    return dict(timing, start_step=calls * chunk_ff, fast_forward_envs=n_ff, sharded=sharding is not None,
+                devices=jax.local_device_count() if sharding is not None else 1, checksum=_checksum(state))
 
 
 # ------------------------------------------------------------------ gymnasium
@@ -420,9 +472,10 @@ def measure_peers(sizes: list[int], all_peers: bool, log: Callable[[str], None])
         v = attempt("gymnasium/CartPole-v1 (vector)", lambda: peers.gymnasium_cartpole_vector_steps_per_second(n))
         if v is None:
             break
-        rows.append({"env": "gymnasium/CartPole-v1", "kind": "gymnasium-vector", "num_envs": n,
+        rows.append({"env": "gymnasium/CartPole-v1 (vector, numpy)", "kind": "gymnasium-vector", "num_envs": n,
                      "steps_per_second": float(v)})
-    for label, name, fn_name in (("gymnasium/CartPole-v1", "gymnasium/CartPole-v1", "gymnasium_cartpole_step_latency_us"),
+    for label, name, fn_name in (("gymnasium/CartPole-v1", "gymnasium/CartPole-v1 (single)",
+                                  "gymnasium_cartpole_step_latency_us"),
                                  ("gymnax GymnaxToGymWrapper", "gymnax/CartPole-v1 (GymnaxToGymWrapper)",
                                   "gymnax_gym_wrapper_step_latency_us")):
         log(f"peer {name} single-step latency")
@@ -464,6 +517,10 @@ def _targets(payload: dict[str, Any]) -> list[dict[str, Any]]:
         add("core step env-steps/s at 4096 envs", TARGET_STEPS_PER_SECOND, core[4096]["steps_per_second"])
         if core[4096].get("ratio_to_cartpole") is not None:
             add("core step / gymnax CartPole at 4096 envs", TARGET_CARTPOLE_RATIO, core[4096]["ratio_to_cartpole"])
+    mid = {r["num_envs"]: r for r in payload["results"] if r.get("kind") == "core-mid-episode"}
+    if 4096 in mid:
+        add(f"core step env-steps/s at 4096 envs from step {mid[4096]['start_step']} (ADL branch in "
+            f"{mid[4096]['adl_branch_share']:.0%} of steps)", TARGET_STEPS_PER_SECOND, mid[4096]["steps_per_second"])
     vec = {r["num_envs"]: r for r in payload["results"] if r.get("kind") == "gymnasium-vector"}
     if 1024 in vec:
         add("Gymnasium vector env env-steps/s at 1024 envs", TARGET_VECTOR_STEPS_PER_SECOND, vec[1024]["steps_per_second"])
@@ -511,20 +568,32 @@ def run(args: argparse.Namespace | None = None) -> dict[str, Any]:
     payload["envs_in_4GB"] = int(4 * 2**30 // payload["state_bytes_per_env"])
 
     largest = max(sizes)
+    executables: dict[int, tuple[Any, int]] = {}
     for n in sizes:
         log(f"core num_envs={n}: compiling")
         row = measure_core(market, params, n, steps=args.steps, seconds=args.seconds, seed=args.seed,
-                           compile_probe=args.compile_time and n == largest, log=log)
+                           compile_probe=args.compile_time and n == largest, log=log, executables=executables)
         if "compile" in row:
             payload["compile_seconds"] = dict(row.pop("compile"), num_envs=n,
                                               function="jit(lax.scan(Market.step_batch)), trace + lower + compile")
         payload["results"].append({"env": f"market-core[{args.scenario}]", "kind": "core", "num_envs": n, **row})
         log(f"core num_envs={n}: {row['steps_per_second']:,.0f} env-steps/s")
+    if args.mid_episode_step > 0:
+        row = measure_core_mid_episode(market, params, largest, args.mid_episode_step, executables, steps=args.steps,
+                                       seconds=args.seconds, seed=args.seed, log=log)
+        if row is None:
+            payload["notes"].append("mid-episode measurement skipped: needs a measured batch size <= 64 dividing "
+                                    f"{largest}")
+        else:
+            payload["results"].append({"env": f"market-core[{args.scenario}] from step {row['start_step']}",
+                                       "kind": "core-mid-episode", "num_envs": largest, **row})
+            log(f"core num_envs={largest} from step {row['start_step']}: {row['steps_per_second']:,.0f} env-steps/s")
+    executables.clear()
     if "compile_seconds" not in payload:
         payload["compile_seconds"] = {"cold": None, "warm_cache": None, "note": "not measured (--no-compile-time)"}
     if jax.local_device_count() > 1:
         payload["sharding"] = {"mesh_axis": MESH_AXIS, "devices": jax.local_device_count(),
-                               "sharded_num_envs": [r["num_envs"] for r in payload["results"] if r["sharded"]]}
+                               "sharded_num_envs": [r["num_envs"] for r in payload["results"] if r["kind"] == "core" and r["sharded"]]}
 
     if args.gym:
         _gym_rows(args, sizes, payload, log)
@@ -535,7 +604,7 @@ def run(args: argparse.Namespace | None = None) -> dict[str, Any]:
         payload["notes"] += notes
         cart = {p["num_envs"]: p["steps_per_second"] for p in payload["peers"] if p["env"] == "gymnax/CartPole-v1"}
         for r in payload["results"]:
-            if r["kind"] in ("core", "gymnasium-vector") and r["num_envs"] in cart:
+            if r["kind"] in ("core", "core-mid-episode", "gymnasium-vector") and r["num_envs"] in cart:
                 r["cartpole_steps_per_second"] = cart[r["num_envs"]]
                 r["ratio_to_cartpole"] = r["steps_per_second"] / cart[r["num_envs"]]
     payload["load_average"]["end"] = _load_average()
@@ -590,6 +659,7 @@ def _argv_of(args: argparse.Namespace) -> list[str]:
     out += ["--all-peers"] if args.all_peers else []
     out += [] if args.gym else ["--no-gym"]
     out += [] if args.compile_time else ["--no-compile-time"]
+    out += [f"--mid-episode-step {args.mid_episode_step}"] if args.mid_episode_step != 480 else []
     return out
 
 
@@ -671,7 +741,7 @@ def plot(payload: dict[str, Any], path: str) -> None:
 
     series: dict[str, list[tuple[int, float]]] = {}
     for r in payload["results"] + payload["peers"]:
-        if r.get("kind") in ("core", "gymnasium-vector", "jax-scan"):
+        if r.get("kind") in ("core", "gymnasium-vector", "jax-scan", "core-mid-episode"):
             series.setdefault(r["env"], []).append((r["num_envs"], r["steps_per_second"]))
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, pts in series.items():

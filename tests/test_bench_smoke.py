@@ -35,17 +35,21 @@ def test_json_shape(tiny: tuple[dict, Path]) -> None:
     on_disk = json.loads(path.read_text())
     assert on_disk["results"] == json.loads(json.dumps(payload["results"]))
     assert isinstance(payload["device"], str) and payload["device"]
-    rows = payload["results"]
+    rows = [r for r in payload["results"] if r["kind"] == "core"]
     assert [r["num_envs"] for r in rows] == [1, 4]
-    for r in rows:
+    for r in payload["results"]:
         assert {"env", "num_envs", "steps_per_second"} <= set(r)
         assert isinstance(r["env"], str)
         assert r["steps_per_second"] > 0 and math.isfinite(r["steps_per_second"])
-        assert r["kind"] == "core"
         assert r["steps"] == 5 and r["scan_length"] == 5 and r["calls"] == 1
-        assert r["checksum"]["step"] == 10  # one warm-up call + one timed call, state chained
         assert r["checksum"]["finite"]
         assert not r["sharded"]  # one CPU device in this process
+    for r in rows:
+        assert r["checksum"]["step"] == 10  # one warm-up call + one timed call, state chained
+    # The largest batch again, from states 480 steps into the episode (run forward at 4 envs).
+    (mid,) = [r for r in payload["results"] if r["kind"] == "core-mid-episode"]
+    assert mid["num_envs"] == 4 and mid["start_step"] == 480 and mid["checksum"]["step"] == 490
+    assert 0.0 <= mid["adl_branch_share"] <= 1.0
     cs = payload["compile_seconds"]
     assert cs["num_envs"] == 4  # measured at the largest batch
     assert cs["cold"] > 0 and cs["warm_cache"] > 0
@@ -82,13 +86,16 @@ def test_sharded_matches_unsharded(tiny: tuple[dict, Path], tmp_path: Path) -> N
     sharded = json.loads(out.read_text())
     assert sharded["local_device_count"] == 2
     assert sharded["sharding"]["sharded_num_envs"] == [4]
-    (row,) = sharded["results"]
-    assert row["sharded"] and row["devices"] == 2 and "batch" in row["state_sharding"]
-    (ref,) = [r for r in payload["results"] if r["num_envs"] == 4]
-    a, b = row["checksum"], ref["checksum"]
-    assert a["step"] == b["step"] and a["sum_int"] == b["sum_int"]
-    assert a["sum_float"] == pytest.approx(b["sum_float"], rel=1e-6)
-    assert a["mark_mean"] == pytest.approx(b["mark_mean"], rel=1e-6)
+    for kind in ("core", "core-mid-episode"):  # from reset, and from step 480 (run forward at 4 envs)
+        (row,) = [r for r in sharded["results"] if r["kind"] == kind]
+        assert row["sharded"] and row["devices"] == 2
+        (ref,) = [r for r in payload["results"] if r["kind"] == kind and r["num_envs"] == 4]
+        a, b = row["checksum"], ref["checksum"]
+        assert a["step"] == b["step"] and a["sum_int"] == b["sum_int"]
+        assert a["sum_float"] == pytest.approx(b["sum_float"], rel=1e-6)
+        assert a["mark_mean"] == pytest.approx(b["mark_mean"], rel=1e-6)
+    (row,) = [r for r in sharded["results"] if r["kind"] == "core"]
+    assert "batch" in row["state_sharding"]
 
 
 def test_table_plot_and_missing_peers(tiny: tuple[dict, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
