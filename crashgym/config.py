@@ -40,6 +40,7 @@ __all__ = [
     "ConfigError",
     "available",
     "check_schema_version",
+    "read_config",
     "configs_root",
     "from_mapping",
     "load_toml",
@@ -296,3 +297,18 @@ def check_schema_version(data: Mapping[str, Any], source: str, supported: int = 
         raise ConfigError(
             f"{source}: unsupported schema_version {version!r} (this crashgym reads {supported})"
         )
+
+
+def read_config(name_or_path: str, kind: str, top_keys: set[str]) -> tuple[str, dict[str, Any]]:
+    """Resolve and read a config file, checking its header: ``schema_version``, no keys
+    outside ``top_keys``, and ``description`` a string. Returns (source, data)."""
+    path = resolve_config_path(name_or_path, kind)
+    source = str(path)
+    data = load_toml(path)
+    check_schema_version(data, source)
+    unknown = sorted(set(data) - top_keys)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key '{unknown[0]}' (known: {', '.join(sorted(top_keys))})")
+    if "description" in data and not isinstance(data["description"], str):
+        raise ConfigError(f"{source}: 'description' must be str, got {data['description']!r}")
+    return source, data

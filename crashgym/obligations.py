@@ -41,7 +41,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from crashgym.config import ConfigError, check_schema_version, from_mapping, load_toml, require, resolve_config_path
+from crashgym.config import ConfigError, from_mapping, read_config, require
 from crashgym.types import pytree_dataclass
 
 __all__ = [
@@ -130,15 +130,7 @@ def load_obligations(name_or_path: str) -> ObligationParams:
     ``payment`` is written as a name (``"cost"``, ``"penalty"``, ``"rebate"``). Unknown keys,
     wrong types and impossible values raise :class:`ConfigError` naming the file and key.
     """
-    path = resolve_config_path(name_or_path, "obligations")
-    source = str(path)
-    data = load_toml(path)
-    check_schema_version(data, source)
-    unknown = sorted(set(data) - _TOP_KEYS)
-    if unknown:
-        raise ConfigError(f"{source}: unknown key '{unknown[0]}' (known: {', '.join(sorted(_TOP_KEYS))})")
-    if "description" in data and not isinstance(data["description"], str):
-        raise ConfigError(f"{source}: 'description' must be str, got {data['description']!r}")
+    source, data = read_config(name_or_path, "obligations", _TOP_KEYS)
     if "obligation" not in data:
         raise ConfigError(f"{source}: missing table 'obligation'")
     table: Any = data["obligation"]

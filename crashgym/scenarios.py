@@ -20,7 +20,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from crashgym.config import ConfigError, check_schema_version, from_mapping, load_toml, resolve_config_path
+from crashgym.config import ConfigError, from_mapping, read_config
 from crashgym.params import ADL_RULES, LIQUIDATION_MODES, MarketParams
 from crashgym.types import MarketShape
 
@@ -38,16 +38,7 @@ class Scenario:
 
 
 def _read(name_or_path: str, kind: str) -> tuple[str, dict[str, Any]]:
-    path = resolve_config_path(name_or_path, kind)
-    data = load_toml(path)
-    source = str(path)
-    check_schema_version(data, source)
-    unknown = sorted(set(data) - _TOP_KEYS)
-    if unknown:
-        raise ConfigError(f"{source}: unknown key '{unknown[0]}' (known: {', '.join(sorted(_TOP_KEYS))})")
-    if "description" in data and not isinstance(data["description"], str):
-        raise ConfigError(f"{source}: 'description' must be str")
-    return source, data
+    return read_config(name_or_path, kind, _TOP_KEYS)
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
