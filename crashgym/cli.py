@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -20,12 +21,18 @@ def _progress(description: str):
 
 
 def _policy(name: str):
-    """A heuristic agent by name (from the `agents` package, which the library never imports
-    unless asked) or 'none' for an idle agent."""
+    """'none' (an idle agent), a heuristic's name, or a checkpoint path written by `crashgym
+    train`. Both come from the `agents` package, which the library never imports unless asked."""
     from crashgym.rollout import idle_policy
 
     if name == "none":
         return idle_policy
+    if os.path.exists(name):
+        try:
+            checkpoint = importlib.import_module("agents.checkpoint")
+        except ImportError as e:
+            raise SystemExit(f"--agent {name}: the agents package is not importable ({e})") from None
+        return checkpoint.load_policy(name)
     try:
         heuristics = importlib.import_module("agents.heuristics")
     except ImportError as e:
@@ -90,6 +97,13 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+_COMMANDS = (
+    ("compare", "crashgym.compare", "rule sets x seeds in one batch: market quality against the makers' cost"),
+    ("train", "crashgym.train", "train an agent (JAX PPO, PPO-Lagrangian or SB3 PPO) and write a checkpoint"),
+    ("bench", "crashgym.bench", "throughput of the market step and the Gymnasium envs, peers side by side"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crashgym", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -103,14 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", default=None)
     run.add_argument("--plot", default=None)
     run.set_defaults(func=cmd_run)
-    try:
-        from crashgym import bench
-    except ImportError:
-        bench = None
-    if bench is not None and hasattr(bench, "add_arguments"):
-        b = sub.add_parser("bench", help="throughput of the market step and the Gymnasium envs, peers side by side")
-        bench.add_arguments(b)
-        b.set_defaults(func=bench.run)
+    # Further commands live in their own modules, each with add_arguments(parser) and run(args).
+    for name, module, help_text in _COMMANDS:
+        if importlib.util.find_spec(module) is None:
+            continue
+        mod = importlib.import_module(module)
+        p = sub.add_parser(name, help=help_text)
+        mod.add_arguments(p)
+        p.set_defaults(func=mod.run)
     return parser
 
 
