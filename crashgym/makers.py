@@ -44,8 +44,9 @@ def next_mode(mode: Array, calm_steps: Array, level: Array, bankrupt: Array, mak
     calm_steps = jnp.where((mode == WITHDRAWN) & (level < ret), calm_steps + 1, 0)
     stays_out = (mode == WITHDRAWN) & (calm_steps < makers.return_lag_steps)
     active = jnp.where(level >= defence, DEFENCE, QUOTING)
-    mode = jnp.where((level >= withdraw) | stays_out | bankrupt, WITHDRAWN, active)
-    return mode, jnp.where(mode == WITHDRAWN, calm_steps, 0)
+    # Strong int32: the Python-int branches would make the state weak-typed and retrace jit(step).
+    mode = jnp.where((level >= withdraw) | stays_out | bankrupt, WITHDRAWN, active).astype(jnp.int32)
+    return mode, jnp.where(mode == WITHDRAWN, calm_steps, 0).astype(jnp.int32)
 
 
 def quotes(mode: Array, inventory: Array, mid_tick: Array, realized_vol: Array, tick_rel: Array, makers: MakerParams):

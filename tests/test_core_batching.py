@@ -199,12 +199,6 @@ def _avals(tree):
             for path, x in jax.tree_util.tree_leaves_with_path(tree)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the state after Market.step is not of the same type as Market.init's: makers.mode comes back as a "
-    "weak-typed int32 (crashgym/makers.py next_mode builds it with jnp.where on the Python ints "
-    "QUOTING/DEFENCE/WITHDRAWN) while init makes it a strong int32 array, so `s = jax.jit(market.step)(k, s, o, p)` "
-    "in a Python loop traces and compiles the whole step twice (first call on the reset state, second on a "
-    "stepped one). lax.scan hides it; chex.assert_max_traces(n=1) on a jitted step catches it."))
 def test_step_output_state_has_the_type_of_the_reset_state():
     p = MarketParams()
     s0 = jax.eval_shape(MARKET.init, jax.random.key(0), p)
