@@ -59,10 +59,13 @@ def allocate(rule: Array, score: Array, size: Array, need: Array) -> Array:
     ranked = jnp.zeros_like(size).at[order].set(jnp.clip(need - before, 0, ranked_size))
     total = jnp.sum(eligible)
     goal = jnp.minimum(need, total)
-    base = jnp.floor(eligible.astype(jnp.float32) * goal / jnp.maximum(total, 1)).astype(jnp.int32)
-    spare = eligible - base
+    share = eligible.astype(jnp.float32) * goal / jnp.maximum(total, 1)
+    base = jnp.floor(share).astype(jnp.int32)
+    # The shares' fractional parts sum to the remainder, so at least that many candidates have
+    # one: give one lot each to the first of them (index order, not largest remainder).
+    has_fraction = (base < eligible) & (share > base)
     rest = goal - jnp.sum(base)
-    extra = jnp.clip(rest - (jnp.cumsum(spare) - spare), 0, spare)
+    extra = (has_fraction & (jnp.cumsum(has_fraction) <= rest)).astype(jnp.int32)
     return jnp.where(rule == 3, base + extra, ranked)
 
 
@@ -109,8 +112,8 @@ def auto_deleverage(state: MarketState, params: MarketParams) -> tuple[MarketSta
     ladder = ladder_add(ladder, acc.side, acc.bucket, -t_acc, -q * bp)
     left = acc.size - t_acc
     acc = acc.replace(size=left, side=jnp.where(left == 0, 0, acc.side), margin=acc.margin * (1.0 - frac))
-    # Holders buy back (shorts) or sell (longs) at the ADL price: cash flows -want * price * lots.
-    trade_cash = -want * price
+    # Holders sell (longs, want=+1) or buy back (shorts, want=-1) at the ADL price: +want * price * lots.
+    trade_cash = want * price
     ledger = ledger.replace(
         traders_cash=ledger.traders_cash + trade_cash * jnp.sum(q) - jnp.sum(withdraw),
         net_deposits=ledger.net_deposits - jnp.sum(withdraw),

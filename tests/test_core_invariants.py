@@ -294,11 +294,6 @@ def test_stressed_config_liquidates_and_deleverages(stressed_runs):
     assert min(float(trace["fund"].min()) for _, trace in stressed_runs) < 1000.0  # fills below bankruptcy
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: crashgym/adl.py auto_deleverage books the ADL trade with the wrong sign: trade_cash = -want * price "
-    "makes the closed shorts (want=-1) receive price*lots instead of paying it (and closed longs pay instead of "
-    "receiving), for accounts (traders_cash), makers and the agent. cash_balance jumps by exactly "
-    "2 * adl_notional at every ADL step; with trade_cash = want * price it stays constant."))
 def test_cash_is_conserved_through_adl(stressed_runs):
     with_adl = [(init, trace) for init, trace in stressed_runs if trace["adl"].sum() > 0]
     assert with_adl

@@ -382,11 +382,6 @@ def test_adl_allocate_pro_rata_sums_exactly(case):
     assert (got >= 0).all() and (got <= np.asarray(eligible)).all()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: crashgym/adl.py allocate, rule 3 (pro_rata): the remainder goal - sum(floor(share)) is handed out "
-    "greedily in index order up to each candidate's whole spare size, so the first candidate can take many lots "
-    "more than its share: sizes [10]*6, need 5 -> [5,0,0,0,0,0] instead of five candidates with 1 lot each "
-    "(largest-remainder rounding, at most 1 lot extra per candidate)."))
 @pytest.mark.parametrize("size,need", [([10] * 6, 5), ([3] * 7, 4), ([7] * 8, 20)])
 def test_adl_allocate_pro_rata_within_one_lot(size, need):
     score = [1.0] * len(size)
