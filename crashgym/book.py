@@ -105,16 +105,21 @@ def sweep(side: SideQueue, lots: Array, walk_limit: Array) -> SweepFill:
     """
     n = side.background.shape[-1]
     levels = jnp.arange(n)
-    volume = jnp.where(walk_limit, total_volume(side), 0)
+    resting = total_volume(side)
+    volume = jnp.where(walk_limit, resting, 0)
     volume_f = volume.astype(jnp.float32)
     before = prefix_sum(volume_f) - volume_f
     fill = jnp.clip(lots.astype(jnp.float32) - before, 0.0, volume_f).astype(jnp.int32)
 
-    # The agent is filled once the volume ahead of it at its level is gone.
+    # The agent is filled once the volume ahead of it at its level is gone. Its recorded
+    # queue position can be stale (orders ahead were cancelled or re-quoted away): it is
+    # never behind more than is really queued at its level.
     at_agent = levels == side.agent_index
+    queued_others = jnp.sum(jnp.where(at_agent, resting, 0)) - side.agent_size
+    ahead = jnp.where(jnp.any(at_agent), jnp.minimum(side.agent_ahead, queued_others), side.agent_ahead)
     agent_level_fill = jnp.sum(jnp.where(at_agent, fill, 0))
-    agent_fill = jnp.clip(agent_level_fill - side.agent_ahead, 0, side.agent_size)
-    agent_ahead = jnp.maximum(side.agent_ahead - agent_level_fill, 0)
+    agent_fill = jnp.clip(agent_level_fill - ahead, 0, side.agent_size)
+    agent_ahead = jnp.maximum(ahead - agent_level_fill, 0)
     others = fill - jnp.where(at_agent, agent_fill, 0)
 
     background = jnp.minimum(others, side.background)

@@ -248,7 +248,7 @@ class Market:
 
         # 5. Market orders: background (Hawkes), arbitrage, leveraged traders, the agent.
         basis = (s.mid - index) / index
-        zi_buy, zi_sell = flow.market_orders(s.hawkes, basis, u[8:12], params.flow)
+        zi_buy, zi_sell = flow.market_orders(s.hawkes, basis, u[8:12], params.flow, state.step)
         plan = acc_mod.plan_turnover(state.accounts, state.ladder, s.mid, s.momentum, risk_off, halted,
                                      u[16:].reshape(k, 5), params.accounts)
         ag_buy = jnp.where(ag.liquidated, 0, jnp.maximum(orders.market_lots, 0))
@@ -457,7 +457,8 @@ def _allocate(requests: Array, fill: book.SweepFill) -> tuple[Array, Array]:
 
 def _place_agent(ag: Agent, orders: AgentOrders, bid_total: Array, ask_total: Array, best_bid: Array, best_ask: Array,
                  center: Array, n_levels: int) -> tuple[Agent, Array]:
-    """New agent quotes, post-only (clamped one tick inside the opposite best), keeping
+    """New agent quotes, post-only (clamped one tick inside the opposite best, and the ask
+    above the agent's own bid), keeping
     queue position when the tick is unchanged and the size not raised (exchange rule).
     Quotes off the ladder are rejected and counted. Returns (agent, rejected lots)."""
     n = 2 * n_levels
@@ -465,6 +466,9 @@ def _place_agent(ag: Agent, orders: AgentOrders, bid_total: Array, ask_total: Ar
     live = ~ag.liquidated
     bid_tick = jnp.where(best_ask < n, jnp.minimum(orders.bid_tick, first + best_ask - 1), orders.bid_tick)
     ask_tick = jnp.where(best_bid >= 0, jnp.maximum(orders.ask_tick, first + best_bid + 1), orders.ask_tick)
+    # Post-only against its own bid too: a locked or crossed pair moves the ask one tick above the bid.
+    two_sided = (orders.bid_size > 0) & (orders.ask_size > 0)
+    ask_tick = jnp.where(two_sided, jnp.maximum(ask_tick, bid_tick + 1), ask_tick)
     bid_idx, ask_idx = bid_tick - first, ask_tick - first
     bid_ok = (bid_idx >= 0) & (bid_idx < n) & live
     ask_ok = (ask_idx >= 0) & (ask_idx < n) & live

@@ -44,6 +44,9 @@ def sweep(background: list[int], maker_index: list[int], maker_size: list[int], 
     have nothing resting.
     """
     n, k = len(background), len(maker_size)
+    if 0 <= agent_index < n:  # a stale queue position: never behind more than is queued there
+        queued = background[agent_index] + sum(s for i, s in zip(maker_index, maker_size) if i == agent_index)
+        agent_ahead = min(agent_ahead, queued)
     res = SweepResult(background=[0] * n, makers=[0] * k, agent_ahead=agent_ahead)
     left = lots
     deepest = -1

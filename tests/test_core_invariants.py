@@ -248,13 +248,6 @@ def test_agent_rollout_invariants(seed, knobs):
     assert_invariants(init, trace, net=False, uncrossed=False)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: positions are not conserved once the agent quotes: crashgym/market.py _place_agent sets the agent's "
-    "queue position (bid_ahead/ask_ahead) to the whole resting volume at its level including the makers' quotes, "
-    "and keeps it on later steps although makers cancel and re-quote every step (only the background's "
-    "cancellations shrink it). With agent_ahead larger than what is queued ahead of it, crashgym/book.py sweep "
-    "assigns fewer lots to owners (background+makers+agent) than fill.lots, so the taker (e.g. the liquidation "
-    "engine) gets lots nobody gave: net_position(state) != 0 (e.g. -4 after one liquidation sweep)."))
 def test_agent_rollout_conserves_positions():
     params = [make_params(), make_params(stressed=True), make_params(shock=True, long_bias=0.9)]
     for seed in range(6):
@@ -264,11 +257,6 @@ def test_agent_rollout_conserves_positions():
             assert not bad.any(), f"seed {seed}: net position {trace['net'][first_bad(bad)]} after step {first_bad(bad)}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: crashgym/market.py _place_agent clamps the agent's bid below the best ask and its ask above the best "
-    "bid of the book *without the agent's own quotes*, so an agent that sends bid_tick >= ask_tick rests a "
-    "self-crossed (or locked) pair: after the step best_bid >= best_ask, the spread is <= 0 and the mid is taken "
-    "from a crossed book. Post-only should clamp (or reject) each side against the other side's quote too."))
 def test_agent_cannot_cross_the_book_with_its_own_quotes():
     for seed in range(3):
         _, trace = run(seed, make_params(), agent=SELF_CROSSING_AGENT)
