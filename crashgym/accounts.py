@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import ndtri
 
 from crashgym.params import AccountParams, LiquidationParams
@@ -54,6 +55,29 @@ def liquidation_price(side: Array, size: Array, entry: Array, margin: Array, acc
 def bankruptcy_price(side: Array, size: Array, entry: Array, margin: Array) -> Array:
     q = jnp.maximum(size, 1).astype(jnp.float32)
     return entry - side * margin / q
+
+
+def check_liquidation_grid(n_buckets: int, liquidation: LiquidationParams, accounts: AccountParams) -> None:
+    """Refuse a liquidation-price grid that cannot hold the positions opened at the initial price.
+
+    The grid spans [0, n_buckets * bucket_width) of the initial price; a short's liquidation
+    price reaches up to (1 + 1/leverage) times its entry. Prices above the grid are clipped
+    into its top bucket (liquidated when the mark reaches the top: too early), so the grid
+    must at least cover twice the initial price and the highest short liquidation price.
+    Skipped for traced values (the scenario loader and `crashgym.make` check concrete ones).
+    """
+    try:
+        width = float(liquidation.bucket_width)
+        min_leverage = min(float(x) for x in accounts.leverage_choices)
+    except (TypeError, jax.errors.ConcretizationTypeError):
+        return
+    top = n_buckets * width
+    needed = max(2.0, 1.0 + 1.0 / min_leverage)
+    if top < needed:
+        raise ValueError(
+            f"the liquidation-price grid covers {top:.3g}x the initial price (shape.n_buckets={n_buckets} x "
+            f"market.liquidation.bucket_width={width:g}); it must cover at least {needed:.3g}x: raise n_buckets "
+            f"to >= {int(np.ceil(needed / width))} or bucket_width")
 
 
 def bucket_of(price: Array, n_buckets: int, initial_price: Array, liquidation: LiquidationParams) -> Array:

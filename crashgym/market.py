@@ -126,6 +126,7 @@ class Market:
     # ------------------------------------------------------------------ reset
     def init(self, key: Array, params: MarketParams) -> MarketState:
         sh = self.shape
+        acc_mod.check_liquidation_grid(sh.n_buckets, params.liquidation, params.accounts)
         L, n, m, g = sh.n_levels, sh.n_makers, sh.n_accounts, sh.n_buckets
         p0 = jnp.asarray(params.book.initial_price, jnp.float32)
         tick = params.book.tick_size
@@ -229,9 +230,13 @@ class Market:
         no_mm = mk.replace(bid_size=jnp.zeros_like(mk.bid_size), ask_size=jnp.zeros_like(mk.ask_size))
         _, _, bb, ba = _top_of_book(bid, ask, no_mm, ag, center, L)
         first = center - L
-        mb, mbs, ma, mas = makers.quotes(mode, mk.inventory, s.mid / tick, rv, tick / s.mid, params.makers)
+        must, mm_exempt = makers.obligation_status(mk.bankrupt, rv, halted, s.mark / s.mark_ref - 1.0, params.makers,
+                                                   params.maker_obligation)
+        mb, mbs, ma, mas = makers.quotes(mode, mk.inventory, s.mid / tick, rv, tick / s.mid, params.makers,
+                                         must, params.maker_obligation, tick)
         mb = jnp.where(ba < 2 * L, jnp.minimum(mb, first + ba - 1), mb)  # post-only: never cross
         ma = jnp.where(bb >= 0, jnp.maximum(ma, first + bb + 1), ma)
+        mm_compliant = jnp.sum(makers.meets_obligation(mb, mbs, ma, mas, s.mid, tick, params.maker_obligation))
         mk = mk.replace(bid_tick=mb, bid_size=mbs, ask_tick=ma, ask_size=mas, mode=mode, calm_steps=calm)
 
         # 3. The agent's quotes: keep queue position when the level is unchanged and size not raised.
@@ -346,6 +351,8 @@ class Market:
             "liquidated_short_notional": taken_short,
             "liquidation_fees": liquidation_fees,
             "agent_liquidated": hit,
+            "mm_compliant": mm_compliant,
+            "mm_exempt": mm_exempt,
         }
         return state, aux
 
@@ -429,6 +436,9 @@ class Market:
             "mm_two_sided": jnp.sum(two_sided),
             "mm_withdrawn": jnp.sum(mk.mode == makers.WITHDRAWN),
             "mm_equity": jnp.sum(mk.cash + mk.inventory * mark),
+            "mm_compliant": aux["mm_compliant"],  # makers whose posted quote met the obligation (or strict's)
+            "mm_exempt": aux["mm_exempt"],  # the makers' obligation was exempt this step
+            "mm_bankrupt": jnp.sum(mk.bankrupt),
             "agent_liquidated": aux["agent_liquidated"],
             "agent_equity": ag.cash + ag.position * mark,
             "agent_position": ag.position,

@@ -20,6 +20,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from crashgym.accounts import check_liquidation_grid
 from crashgym.config import ConfigError, from_mapping, read_config
 from crashgym.params import ADL_RULES, LIQUIDATION_MODES, MarketParams
 from crashgym.types import MarketShape
@@ -89,5 +90,9 @@ def load_scenario(name_or_path: str, rules: str | list[str] | tuple[str, ...] | 
     except ValueError as e:  # MarketShape checks itself in __post_init__
         raise ConfigError(f"{source}: {e}") from e if not isinstance(e, ConfigError) else e
     params = market_params(market, " + ".join(sources))
+    try:
+        check_liquidation_grid(shape.n_buckets, params.liquidation, params.accounts)
+    except ValueError as e:
+        raise ConfigError(f"{' + '.join(sources)}: {e}") from None
     stem = name_or_path.rsplit("/", 1)[-1].removesuffix(".toml")
     return Scenario(name=stem, description=data.get("description", ""), shape=shape, params=params, rules=rule_names)

@@ -349,3 +349,14 @@ def test_to_mapping_round_trip(tmp_path):
 def test_to_mapping_rejects_non_dataclass():
     with pytest.raises(TypeError):
         to_mapping({"a": 1})
+
+
+def test_scenario_with_a_liquidation_grid_too_small_is_refused(tmp_path):
+    """256 buckets of 0.2% cover half the initial price: shorts would be liquidated at once."""
+    from crashgym.config import ConfigError
+    from crashgym.scenarios import load_scenario
+
+    path = write(tmp_path, "schema_version = 1\n[shape]\nn_buckets = 256\n",
+                 name="tiny_grid.toml")
+    with pytest.raises(ConfigError, match=r"tiny_grid\.toml.*n_buckets=256.*bucket_width"):
+        load_scenario(str(path))
