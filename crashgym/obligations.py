@@ -49,6 +49,7 @@ __all__ = [
     "PAYMENT_MODES",
     "ObligationParams",
     "ObligationState",
+    "PRESENCE_REFERENCE",
     "compliant_quote",
     "init_obligation_state",
     "is_exempt",
@@ -56,6 +57,8 @@ __all__ = [
     "maker_must_quote",
     "obligation_step",
     "payment_reward",
+    "presence_rule",
+    "quote_caps",
     "quote_checks",
 ]
 
@@ -271,11 +274,34 @@ def payment_reward(params: ObligationParams, costs: Array, compliant: Array, quo
 
 # --------------------------------------------------------------------------- binding makers
 
+# The quote standard mm_presence is measured against when no obligation is in force: the
+# spread and size of configs/obligations/strict.toml (30 bps, 10000 USD a side; a test
+# checks the two agree). Presence target and window do not enter a per-step check.
+PRESENCE_REFERENCE = ObligationParams(active=1, max_spread_bps=30.0, min_size_notional=10000.0, presence_target=0.95)
+
+
+def presence_rule(params: ObligationParams) -> ObligationParams:
+    """The rule a quote's presence is judged by: ``params`` when active, else
+    :data:`PRESENCE_REFERENCE` (traced: works on batched params)."""
+    active = jnp.asarray(params.active) == 1
+    return jax.tree.map(lambda a, b: jnp.where(active, a, b), params, PRESENCE_REFERENCE)
+
 
 def maker_must_quote(params: ObligationParams, exempt: Array) -> Array:
     """Whether the obligation binds background makers this step (may not withdraw):
     active, with a presence target > 0, and not exempt."""
     return (jnp.asarray(params.active) == 1) & (_f32(params.presence_target) > 0) & ~jnp.asarray(exempt).astype(bool)
+
+
+def quote_caps(params: ObligationParams, mid: Array, tick_size: Array) -> tuple[Array, Array]:
+    """Widest half spread (ticks) the spread rule and the distance rule allow, ``(spread_cap,
+    distance_cap)``, +inf where the rule is off; each keeps the half-tick rounding margin
+    described in :func:`compliant_quote` (float32)."""
+    ticks_per_bps = _f32(mid) * 1e-4 / _f32(tick_size)
+    inf = jnp.float32(jnp.inf)
+    spread_cap = jnp.where(_f32(params.max_spread_bps) > 0, (_f32(params.max_spread_bps) * ticks_per_bps - 1.0) / 2, inf)
+    dist_cap = jnp.where(_f32(params.max_distance_bps) > 0, _f32(params.max_distance_bps) * ticks_per_bps - 0.5, inf)
+    return spread_cap, dist_cap
 
 
 def compliant_quote(
@@ -301,10 +327,7 @@ def compliant_quote(
     mid, tick = _f32(mid), _f32(tick_size)
     base_h, base_size = _f32(base_half_spread_ticks), _f32(base_size_lots)
     active = jnp.asarray(params.active) == 1
-    ticks_per_bps = mid * 1e-4 / tick
-    inf = jnp.float32(jnp.inf)
-    spread_cap = jnp.where(_f32(params.max_spread_bps) > 0, (_f32(params.max_spread_bps) * ticks_per_bps - 1.0) / 2, inf)
-    dist_cap = jnp.where(_f32(params.max_distance_bps) > 0, _f32(params.max_distance_bps) * ticks_per_bps - 0.5, inf)
+    spread_cap, dist_cap = quote_caps(params, mid, tick)
     h = jnp.maximum(jnp.minimum(base_h, jnp.minimum(spread_cap, dist_cap)), 0.5)
     h = jnp.where(active, h, base_h)
     bid_price = jnp.maximum(mid - (h + 0.5) * tick, tick)

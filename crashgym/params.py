@@ -10,6 +10,7 @@ Defaults follow ../shared/MARKET_MECHANICS.md where it gives a number.
 from __future__ import annotations
 
 from crashgym.config import require
+from crashgym.obligations import ObligationParams
 from crashgym.types import pytree_dataclass
 
 ADL_RULES = {"bitmex": 0, "binance": 1, "hyperliquid": 2, "pro_rata": 3}
@@ -47,6 +48,21 @@ class FlowParams:
     shock_drift_per_step: float = 0.0
     shock_vol_mult: float = 1.0
     risk_off_steps: int = 0  # how long makers see the news as a risk-off signal
+    # Rebound after the shock (10 Oct 2025's V-shaped wick): for rebound_steps after the
+    # shock ends the index drifts back up; shorts opened into the fall are squeezed.
+    rebound_steps: int = 0
+    rebound_drift_per_step: float = 0.0
+    # Concentrated holder (OM, 13 Apr 2025): from holder_start_step for holder_steps it
+    # sells into the book at holder_sell_lots per step, the rate growing geometrically to
+    # holder_end_mult times that by the end (dumping accelerates as the price falls). Its
+    # lots join the background sell flow and are booked in the background ledger; this
+    # stands for the holder's own venue sales and the OTC-discount inventory that
+    # arbitrageurs bring on-venue. -1: no holder.
+    holder_start_step: int = -1
+    holder_steps: int = 0
+    holder_sell_lots: float = 0.0  # lots per step at the start
+    holder_end_mult: float = 1.0
+    holder_spot_impact: float = 0.0  # index log-return per lot the holder sells here (it sells on spot venues alike)
     # Limit orders (lots per level per step) and cancellations (fraction per step).
     limit_rate_lots: float = 30.0  # expected lots arriving one level from the mid
     limit_decay_levels: float = 16.0  # e-folding distance of arrivals, in levels
@@ -68,6 +84,12 @@ class FlowParams:
         require(self.shock_steps >= 0, "shock_steps", "must be >= 0")
         require(self.shock_vol_mult > 0, "shock_vol_mult", "must be > 0")
         require(self.risk_off_steps >= 0, "risk_off_steps", "must be >= 0")
+        require(self.rebound_steps >= 0, "rebound_steps", "must be >= 0")
+        require(self.holder_start_step >= -1, "holder_start_step", "must be >= 0, or -1 for no holder")
+        require(self.holder_steps >= 0, "holder_steps", "must be >= 0")
+        require(self.holder_sell_lots >= 0, "holder_sell_lots", "must be >= 0")
+        require(self.holder_end_mult > 0, "holder_end_mult", "must be > 0")
+        require(self.holder_spot_impact >= 0, "holder_spot_impact", "must be >= 0")
         require(self.limit_rate_lots >= 0, "limit_rate_lots", "must be >= 0")
         require(self.limit_decay_levels > 0, "limit_decay_levels", "must be > 0")
         require(0 <= self.cancel_rate <= 1, "cancel_rate", "must be in [0, 1]")
@@ -107,9 +129,14 @@ class MakerParams:
     defence_widen: float = 3.0
     defence_size: float = 0.4
     maker_fee: float = -0.00005  # negative: rebate
+    # Obligation binding (the rule itself is MarketParams.maker_obligation): the first
+    # round(obliged_fraction * n_makers) makers, i.e. those with the lowest stress thresholds
+    # (the first to withdraw), are bound. 1.0 binds all; it has no effect while the rule is inactive.
+    obliged_fraction: float = 1.0
 
     def validate(self) -> None:
         require(self.quote_size_lots >= 0, "quote_size_lots", "must be >= 0")
+        require(0 <= self.obliged_fraction <= 1, "obliged_fraction", "must be in [0, 1]")
         require(self.half_spread_ticks >= 0.5, "half_spread_ticks", "must be >= 0.5")
         require(self.max_inventory_lots > 0, "max_inventory_lots", "must be > 0")
         require(self.capital > 0, "capital", "must be > 0")
@@ -260,6 +287,9 @@ class MarketParams:
     funding: FundingParams = FundingParams()
     rules: RuleParams = RuleParams()
     agent: AgentParams = AgentParams()
+    # The obligation binding the background makers (crashgym.makers.quotes); inactive by default.
+    # The learning agent's own obligation is separate (crashgym.envs EnvParams.obligations).
+    maker_obligation: ObligationParams = ObligationParams()
 
     def validate(self) -> None:
         require(self.step_seconds > 0, "step_seconds", "must be > 0")

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from crashgym import sharding as sharding_mod
 from crashgym.market import Market, no_orders
 from crashgym.params import MarketParams
 from crashgym.state import AgentOrders, MarketState
@@ -26,35 +27,61 @@ def idle_policy(state: MarketState, params: MarketParams) -> AgentOrders:
     return no_orders()
 
 
+def member_keys(seed: int, seed_ids: np.ndarray) -> jax.Array:
+    """One PRNG key per batch member: fold_in(key(seed), seed_id). A member's whole episode
+    depends only on (seed, its seed_id, its params), never on the batch around it, so a member
+    gives the same result alone, in a bigger batch, or on another device."""
+    base = jax.random.key(seed)
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(seed_ids, jnp.uint32))
+
+
 def run_batch(shape: MarketShape, params: MarketParams, seeds: int, *, policy: Policy = idle_policy, seed: int = 0,
-              chunk: int = 60, on_chunk: Callable[[int, int], None] | None = None, params_axis: int | None = None
-              ) -> tuple[dict[str, np.ndarray], float]:
+              chunk: int = 60, on_chunk: Callable[[int, int], None] | None = None, params_axis: int | None = None,
+              seed_ids: np.ndarray | None = None, shard: bool = True) -> tuple[dict[str, np.ndarray], float]:
     """Returns (info as {name: array (steps, seeds)}, seconds per step of the whole batch).
 
-    With params_axis=0, `params` holds one entry per batch member (a sweep over rules).
+    ``seeds`` is the batch size. With params_axis=0, ``params`` holds one entry per batch
+    member (a sweep over rules). ``seed_ids`` (default ``arange(seeds)``) names each member's
+    random stream (see :func:`member_keys`): members with equal seed_id and params run the
+    same episode. With ``shard`` and more than one local device, the batch is split over a
+    1-D device mesh (crashgym.sharding); a batch that does not divide evenly is padded with
+    copies of its last member, whose results are dropped.
     """
     market = Market(shape)
     steps = shape.episode_steps
     chunk = max(1, min(chunk, steps))
-    key = jax.random.key(seed)
+    ids = np.arange(seeds) if seed_ids is None else np.asarray(seed_ids)
+    if ids.shape != (seeds,):
+        raise ValueError(f"seed_ids must have shape ({seeds},), got {ids.shape}")
+    sharding = sharding_mod.batch_sharding() if shard else None
+    batch = seeds
+    if sharding is not None:
+        batch = sharding_mod.padded_size(seeds, len(sharding.mesh.devices.flat))
+        ids = np.concatenate([ids, np.repeat(ids[-1:], batch - seeds)])
+        if params_axis == 0:
+            params = sharding_mod.pad_batch(params, batch)
+        params = sharding_mod.shard(params, sharding) if params_axis == 0 else params
+    keys = jax.vmap(jax.random.split)(member_keys(seed, ids))  # (batch, 2): reset key, step key
+    keys = sharding_mod.shard(keys, sharding)
     init = jax.jit(jax.vmap(market.init, in_axes=(0, params_axis)))
-    state = init(jax.random.split(key, seeds), params)
+    state = sharding_mod.shard(init(keys[:, 0], params), sharding)
+    step_keys = keys[:, 1]
     act = jax.vmap(policy, in_axes=(0, params_axis))
 
     @jax.jit
-    def advance(state, key):
-        def body(s, k):
-            s, info = market.step_batch(jax.random.split(k, seeds), s, act(s, params), params, params_axis)
-            return s, info
-        return jax.lax.scan(body, state, jax.random.split(key, chunk))
+    def advance(state, step_keys, params):  # params traced, never baked in as constants
+        def body(s, _):
+            k = jax.vmap(jax.random.fold_in)(step_keys, s.step)  # per member, per step
+            s, info = market.step_batch(sharding_mod.constrain(k, sharding), s, act(s, params), params, params_axis)
+            return sharding_mod.constrain(s, sharding), info
+        return jax.lax.scan(body, state, None, length=chunk)
 
     pieces = []
     done = 0
     elapsed = 0.0
     while done < steps:
-        key, sub = jax.random.split(key)
         t0 = time.perf_counter()
-        state, info = advance(state, sub)
+        state, info = advance(state, step_keys, params)
         info = jax.device_get(info)
         if done > 0:  # the first chunk includes compilation
             elapsed += time.perf_counter() - t0
@@ -62,6 +89,6 @@ def run_batch(shape: MarketShape, params: MarketParams, seeds: int, *, policy: P
         done += chunk
         if on_chunk:
             on_chunk(min(done, steps), steps)
-    stacked = {k: np.concatenate([np.asarray(p[k]) for p in pieces], axis=0)[:steps] for k in pieces[0]}
+    stacked = {k: np.concatenate([np.asarray(p[k]) for p in pieces], axis=0)[:steps, :seeds] for k in pieces[0]}
     timed_steps = max(done - chunk, 1)
     return stacked, elapsed / timed_steps if done > chunk else float("nan")
