@@ -8,6 +8,8 @@
   cancelled at a constant rate (Cont-Stoikov-Talreja style, in expectation).
 - Market orders are self-exciting (a discrete Hawkes intensity) with Pareto sizes.
 - Arbitrage flow buys the perp below the index and sells it above.
+- A concentrated holder (the OM collapse) sells into the book on a schedule that
+  accelerates; a rebound phase after the shock (10 Oct 2025's wick) squeezes shorts.
 
 Randomness is a handful of uniforms per step. Per-level arrivals use randomized
 rounding with a rotated low-discrepancy sequence (one uniform per side) because a
@@ -34,6 +36,23 @@ def in_shock(step: Array, flow: FlowParams) -> tuple[Array, Array]:
     return on & (since >= 0) & (since < flow.shock_steps), on & (since >= 0) & (since < flow.risk_off_steps)
 
 
+def in_rebound(step: Array, flow: FlowParams) -> Array:
+    """The rebound phase: the rebound_steps right after the shock ends."""
+    since = step - flow.shock_step - flow.shock_steps
+    return (flow.shock_step >= 0) & (since >= 0) & (since < flow.rebound_steps)
+
+
+def holder_lots(step: Array, flow: FlowParams) -> Array:
+    """Expected lots the concentrated holder sells this step (0 outside its window).
+
+    The rate grows geometrically from holder_sell_lots to holder_sell_lots * holder_end_mult.
+    """
+    since = (step - flow.holder_start_step).astype(jnp.float32)
+    active = (flow.holder_start_step >= 0) & (since >= 0) & (since < flow.holder_steps)
+    frac = since / jnp.maximum(flow.holder_steps - 1, 1)
+    return jnp.where(active, flow.holder_sell_lots * jnp.power(flow.holder_end_mult, frac), 0.0)
+
+
 def index_step(index: Array, log_vol: Array, mid: Array, step: Array, u: Array, flow: FlowParams) -> tuple[Array, Array]:
     """One step of the fair value. u: 4 uniforms. Returns (index, log_vol)."""
     shock, _ = in_shock(step, flow)
@@ -43,7 +62,9 @@ def index_step(index: Array, log_vol: Array, mid: Array, step: Array, u: Array, 
     centred = u[3] - 0.5  # Laplace by inverse CDF
     laplace = -jnp.sign(centred) * jnp.log1p(-2.0 * jnp.abs(centred) + 1e-12)
     jump = jnp.where(u[2] < flow.jump_prob, flow.jump_scale * laplace, 0.0)
-    drift = jnp.where(shock, flow.shock_drift_per_step, 0.0)
+    drift = jnp.where(shock, flow.shock_drift_per_step, jnp.where(in_rebound(step, flow), flow.rebound_drift_per_step, 0.0))
+    # The holder dumps on spot venues too: linear impact on the fair value per lot sold.
+    drift = drift - flow.holder_spot_impact * holder_lots(step, flow)
     pull = flow.basis_pull * (jnp.log(mid) - jnp.log(index))
     return index * jnp.exp(drift + sigma * z_ret + jump + pull), log_vol
 
@@ -77,18 +98,20 @@ def limit_orders(
     return bid - cancel_bid + _rounded(exp_bid, u[0]), ask - cancel_ask + _rounded(exp_ask, u[1]), bid_kept, ask_kept
 
 
-def market_orders(hawkes: Array, basis: Array, u: Array, flow: FlowParams) -> tuple[Array, Array]:
+def market_orders(hawkes: Array, basis: Array, u: Array, flow: FlowParams, step: Array) -> tuple[Array, Array]:
     """Background taker lots (buy, sell) this step.
 
     hawkes: current intensity (lots per side). basis: (mid - index) / index.
-    Each side draws a Pareto multiple of the intensity; arbitrage adds flow against the basis.
+    Each side draws a Pareto multiple of the intensity; arbitrage adds flow against the
+    basis; the concentrated holder (if any) adds its scheduled sells. All of it is the
+    background crowd's, so the market books it in the background ledger.
     """
     pareto = jnp.power(jnp.clip(u[:2], 1e-6, 1.0), -1.0 / flow.market_size_tail)
     mean = flow.market_size_tail / (flow.market_size_tail - 1.0)
     base = hawkes * pareto / mean
     arb = flow.arb_rate_lots * basis * 100.0
     buy = base[0] + jnp.maximum(-arb, 0.0)
-    sell = base[1] + jnp.maximum(arb, 0.0)
+    sell = base[1] + jnp.maximum(arb, 0.0) + holder_lots(step, flow)
     return jnp.floor(buy + u[2]).astype(jnp.int32), jnp.floor(sell + u[3]).astype(jnp.int32)
 
 

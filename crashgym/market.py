@@ -300,8 +300,9 @@ class Market:
 
         # 6. Mark price.
         bid_total, ask_total, bb, ba = _top_of_book(bid, ask, mk, ag, center, L)
-        mid = _mid(bb, ba, center, L, tick, s.mid)
         last = jnp.where(sell_fill.lots > 0, sell_fill.last_price, jnp.where(buy_fill.lots > 0, buy_fill.last_price, s.last))
+        # A side swept empty leaves no mid: the last trade is the price (else the book pins to a stale mid).
+        mid = _mid(bb, ba, center, L, tick, last)
         basis_ema = s.basis_ema + (mid - index - s.basis_ema) / params.funding.basis_ma_steps
         mark = funding.mark_price(index, basis_ema, last, s.funding_rate, state.step, params.funding)
 
@@ -332,8 +333,8 @@ class Market:
             throttle_left = throttle_left - fill.lots
             liq_lots = liq_lots + fill.lots
             _, _, bb, ba = _top_of_book(bid, ask, mk, ag, center, L)
-            mid = _mid(bb, ba, center, L, tick, mid)
             last = jnp.where(fill.lots > 0, fill.last_price, last)
+            mid = _mid(bb, ba, center, L, tick, last)
             mark = funding.mark_price(index, basis_ema, last, s.funding_rate, state.step, params.funding)
         liquidation_fees = jnp.minimum(params.liquidation.liquidation_fee * (taken_long + taken_short),
                                        jnp.maximum(ledger.insurance_fund - fund, 0.0))
