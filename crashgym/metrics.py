@@ -15,6 +15,7 @@ METRICS = (
     "max_drawdown", "min_depth_ratio", "depth_recovery_steps", "mean_spread_bps", "realized_vol",
     "liquidated_notional", "liquidated_long_share", "adl_notional", "adl_count", "insurance_fund_min",
     "bad_debt", "open_interest_change", "mm_presence", "mm_pnl", "agent_return",
+    "mm_two_sided", "mm_exempt_share", "mm_bankrupt",
 )
 
 
@@ -24,14 +25,22 @@ def baseline_steps(shock_step: int, steps: int) -> slice:
     return slice(0, max(min(end, steps), 1))
 
 
-def episode_metrics(info: Mapping[str, np.ndarray], *, shock_step: int, n_makers: int, agent_capital: float
-                    ) -> dict[str, np.ndarray]:
+def episode_metrics(info: Mapping[str, np.ndarray], *, shock_step: int, n_makers: int, agent_capital: float,
+                    maker_capital: float | None = None) -> dict[str, np.ndarray]:
     """One value per batch member for each name in METRICS.
 
     depth_recovery_steps is censored at the episode's end when depth never recovers to
-    90% of its pre-shock mean. mm_presence is the mean fraction of background makers
-    with a two-sided quote (the obligation's spread/size test where one is in force is
-    applied by crashgym.obligations, not here).
+    90% of its pre-shock mean.
+    Background makers (DESIGN section 4):
+    - mm_presence: mean over makers of the fraction of steps whose posted two-sided quote met
+      the obligation in force, or the ``strict`` rule's spread and size when none is (the
+      core's ``mm_compliant`` count, crashgym.makers.meets_obligation); exempt steps count
+      like any other (this is what the market got, not the rule's own presence ratio).
+    - mm_two_sided: the same fraction for any two-sided quote, whatever its spread or size.
+    - mm_exempt_share: fraction of steps on which the makers' obligation was exempt.
+    - mm_bankrupt: makers out of capital at the episode's end (count).
+    - mm_pnl: the makers' summed equity change over the episode (USD), from
+      ``n_makers * maker_capital`` when given, else from the equity after the first step.
     """
     mark = info["mark_price"]
     steps = mark.shape[0]
@@ -58,21 +67,34 @@ def episode_metrics(info: Mapping[str, np.ndarray], *, shock_step: int, n_makers
         "insurance_fund_min": info["insurance_fund"].min(axis=0),
         "bad_debt": info["bad_debt"].max(axis=0),
         "open_interest_change": oi[-1] / np.maximum(oi[0], 1e-9) - 1.0,
-        "mm_presence": info["mm_two_sided"].mean(axis=0) / max(n_makers, 1),
-        "mm_pnl": info["mm_equity"][-1] - info["mm_equity"][0],
+        "mm_presence": info.get("mm_compliant", info["mm_two_sided"]).mean(axis=0) / max(n_makers, 1),
+        "mm_pnl": info["mm_equity"][-1] - (n_makers * maker_capital if maker_capital is not None else info["mm_equity"][0]),
         "agent_return": (info["agent_equity"][-1] - agent_capital) / agent_capital,
+        "mm_two_sided": info["mm_two_sided"].mean(axis=0) / max(n_makers, 1),
+        "mm_exempt_share": np.asarray(info.get("mm_exempt", np.zeros_like(mark)), float).mean(axis=0),
+        "mm_bankrupt": np.asarray(info.get("mm_bankrupt", np.zeros_like(mark)), float)[-1],
     }
 
 
-def summarize(values: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    """Mean and 5/50/95% quantiles over batch members (NaNs ignored)."""
+def summarize(values: Mapping[str, np.ndarray], *, ci: bool = False) -> dict[str, dict[str, float]]:
+    """Mean and 5/50/95% quantiles over batch members (NaNs ignored).
+
+    With ``ci``, also ``ci95_low`` / ``ci95_high``: a 95% confidence interval of the mean,
+    mean +- 1.96 * std / sqrt(n) (normal approximation over seeds; rough below ~20 seeds).
+    """
     out = {}
     for name, v in values.items():
         v = np.asarray(v, float)
         finite = v[np.isfinite(v)]
         if finite.size == 0:
-            out[name] = {"mean": float("nan"), "p05": float("nan"), "p50": float("nan"), "p95": float("nan")}
+            nan = float("nan")
+            out[name] = {"mean": nan, "p05": nan, "p50": nan, "p95": nan}
+            if ci:
+                out[name].update(ci95_low=nan, ci95_high=nan)
             continue
         q = np.quantile(finite, [0.05, 0.5, 0.95])
         out[name] = {"mean": float(finite.mean()), "p05": float(q[0]), "p50": float(q[1]), "p95": float(q[2])}
+        if ci:
+            half = 1.96 * finite.std(ddof=1) / np.sqrt(finite.size) if finite.size > 1 else float("nan")
+            out[name].update(ci95_low=float(finite.mean() - half), ci95_high=float(finite.mean() + half))
     return out
