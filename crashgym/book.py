@@ -21,12 +21,17 @@ Array = jax.Array
 
 
 def prefix_sum(x: Array) -> Array:
-    """Inclusive prefix sum along the last axis by log-step doubling.
+    """Inclusive prefix sum along the last axis.
 
-    XLA:CPU lowers ``jnp.cumsum`` to a reduce-window that is several times slower than
-    these log2(n) shifted adds on a ladder of a few hundred levels.
+    XLA:CPU lowers ``jnp.cumsum`` to a reduce-window that costs O(n^2) on a ladder of a
+    few hundred levels. Floats go through one matmul with an upper-triangular matrix of
+    ones (a GEMM over the batch; exact for integer-valued lots below 2^24); integers
+    through log2(n) shifted adds.
     """
     n = x.shape[-1]
+    if jnp.issubdtype(x.dtype, jnp.floating):
+        upper = jnp.triu(jnp.ones((n, n), x.dtype))
+        return jnp.matmul(x, upper, precision=jax.lax.Precision.HIGHEST)
     shift = 1
     while shift < n:
         pad = [(0, 0)] * (x.ndim - 1) + [(shift, 0)]
@@ -48,16 +53,13 @@ def ladder_prices(center_tick: Array, n_levels: int, tick_size: Array) -> Array:
 def best_bid_index(bid_total: Array) -> Array:
     """Highest index with bids, or -1 when the bid side is empty."""
     n = bid_total.shape[-1]
-    has = bid_total > 0
-    top = n - 1 - jnp.argmax(has[::-1])
-    return jnp.where(has.any(), top, -1)
+    return jnp.max(jnp.where(bid_total > 0, jnp.arange(n), -1), axis=-1)
 
 
 def best_ask_index(ask_total: Array) -> Array:
     """Lowest index with asks, or 2L when the ask side is empty."""
     n = ask_total.shape[-1]
-    has = ask_total > 0
-    return jnp.where(has.any(), jnp.argmax(has), n)
+    return jnp.min(jnp.where(ask_total > 0, jnp.arange(n), n), axis=-1)
 
 
 def one_hot_volume(index: Array, size: Array, n: int) -> Array:

@@ -122,6 +122,7 @@ class Market:
 
     def __init__(self, shape: MarketShape = MarketShape()):
         self.shape = shape
+        self._auto_deleverage = functools.partial(adl.auto_deleverage, slots=shape.adl_slots)
 
     # ------------------------------------------------------------------ reset
     def init(self, key: Array, params: MarketParams) -> MarketState:
@@ -185,7 +186,7 @@ class Market:
     def step(self, key: Array, state: MarketState, orders: AgentOrders, params: MarketParams) -> tuple[MarketState, Info]:
         state, aux = self.trade(key, state, orders, params)
         state, adl_notional, adl_count = jax.lax.cond(
-            adl.needs_adl(state, params), adl.auto_deleverage, _no_adl, state, params)
+            adl.needs_adl(state, params), self._auto_deleverage, _no_adl, state, params)
         return self.settle(state, aux, adl_notional, adl_count, params)
 
     def step_batch(self, keys: Array, state: MarketState, orders: AgentOrders, params: MarketParams,
@@ -196,7 +197,7 @@ class Market:
         need = jax.vmap(adl.needs_adl, in_axes=(0, params_axis))(state, params)
 
         def run(s):
-            return jax.vmap(lambda s1, p1, go: jax.lax.cond(go, adl.auto_deleverage, _no_adl, s1, p1),
+            return jax.vmap(lambda s1, p1, go: jax.lax.cond(go, self._auto_deleverage, _no_adl, s1, p1),
                             in_axes=(0, params_axis, 0))(s, params, need)
 
         def skip(s):

@@ -35,6 +35,8 @@ class MarketShape:
     bucket_window: buckets examined per side per liquidation round.
     turnover_slots: account slots visited per step (close / open decisions).
     episode_steps: steps before truncation.
+    adl_slots: counterparties ADL may close per step (the best-ranked; the rest of the
+        bankrupt queue waits for the next step).
     """
 
     n_levels: int = 64
@@ -45,6 +47,7 @@ class MarketShape:
     bucket_window: int = 16
     turnover_slots: int = 4
     episode_steps: int = 1080
+    adl_slots: int = 64
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
