@@ -56,6 +56,8 @@ def _table(title: str, summary: dict[str, dict[str, float]]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
+    import dataclasses
+
     import jax
 
     from crashgym.config import ConfigError
@@ -67,9 +69,14 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
         sc = load_scenario(args.scenario, rules=args.rules.split(",") if args.rules else None)
     except ConfigError as e:
         raise SystemExit(f"error: {e}") from None
-    if args.steps:
-        import dataclasses
+    if args.obligations != "none":  # the obligation binds the background makers
+        from crashgym.obligations import load_obligations
 
+        try:
+            sc = dataclasses.replace(sc, params=sc.params.replace(maker_obligation=load_obligations(args.obligations)))
+        except ConfigError as e:
+            raise SystemExit(f"error: {e}") from None
+    if args.steps:
         sc = dataclasses.replace(sc, shape=dataclasses.replace(sc.shape, episode_steps=args.steps))
     policy = _policy(args.agent)
     with _progress(f"{sc.name} x {args.seeds} seeds") as bar:
@@ -78,7 +85,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
                                        on_chunk=lambda done, total: bar.update(task, completed=done))
     p = sc.params
     values = episode_metrics(info, shock_step=int(p.flow.shock_step), n_makers=sc.shape.n_makers,
-                             agent_capital=float(p.agent.capital))
+                             agent_capital=float(p.agent.capital), maker_capital=float(p.makers.capital))
     summary = summarize(values)
     _table(f"crashgym run: {sc.name} ({args.seeds} seeds, agent {args.agent}, device {jax.devices()[0].platform})", summary)
     result = {"scenario": sc.name, "step_seconds": step_seconds, "seeds": args.seeds, "metrics": summary}
@@ -111,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--scenario", default="oct10", help="scenario name (configs/scenarios) or TOML path")
     run.add_argument("--rules", default=None, help="comma-separated rule files laid over the scenario")
     run.add_argument("--agent", default="none", help="heuristic agent name, or 'none'")
+    run.add_argument("--obligations", default="none", help="obligation set (configs/obligations) binding the background makers")
     run.add_argument("--seeds", type=int, default=16)
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--steps", type=int, default=None, help="episode length override (steps)")
