@@ -322,3 +322,45 @@ def test_payment_reward():
     r = load_obligations("mifid_rebate")
     assert float(payment_reward(r, costs, True, 1e4)) == pytest.approx(0.5)
     assert float(payment_reward(r, costs, False, 1e4)) == 0.0
+
+
+# --------------------------------------------------------------------------- presence reference, caps
+
+
+def test_presence_reference_is_strict_and_presence_rule_picks_it():
+    from crashgym.obligations import PRESENCE_REFERENCE, presence_rule
+
+    strict = load_obligations("strict")
+    assert (PRESENCE_REFERENCE.max_spread_bps, PRESENCE_REFERENCE.min_size_notional) == (
+        strict.max_spread_bps, strict.min_size_notional)
+    mifid, none = load_obligations("mifid"), load_obligations("none")
+    assert float(presence_rule(mifid).max_spread_bps) == mifid.max_spread_bps
+    assert float(presence_rule(none).max_spread_bps) == strict.max_spread_bps
+    # Works on batched params (one entry per batch member).
+    batch = jax.tree.map(lambda *x: jnp.stack([jnp.asarray(v) for v in x]), mifid, none)
+    np.testing.assert_allclose(np.asarray(presence_rule(batch).min_size_notional), [2000.0, 10000.0])
+
+
+def test_quote_caps():
+    from crashgym.obligations import quote_caps
+
+    spread_cap, dist_cap = quote_caps(load_obligations("strict"), 100.0, 0.1)
+    assert float(spread_cap) == pytest.approx(1.0) and math.isinf(float(dist_cap))
+    spread_cap, dist_cap = quote_caps(load_obligations("stub_quote"), 100.0, 0.1)
+    assert math.isinf(float(spread_cap)) and float(dist_cap) == pytest.approx(80.0 - 0.5)
+
+
+@pytest.mark.parametrize("name", ["strict", "strict_exempt", "none"])
+def test_withdrawn_agent_pays_on_every_non_exempt_step_compliant_pays_none(name):
+    """Over a sequence of market conditions (calm, volatile, halted, big move): a withdrawn quote
+    costs > 0 exactly on the steps the rule is active and not exempt; a compliant one never."""
+    p = load_obligations(name)
+    markets = [CALM, dict(CALM, realized_vol=0.003), dict(CALM, halted=True), dict(CALM, recent_move=-0.08),
+               CALM, dict(CALM, realized_vol=0.0019)] * 3
+    _, withdrawn = run(p, [WITHDRAWN] * len(markets), markets)
+    _, good = run(p, [GOOD] * len(markets), markets)
+    for m, (costs, compliant, exempt, *_), (gcosts, gcompliant, *_) in zip(markets, withdrawn, good):
+        should_exempt = bool(is_exempt(p, m["realized_vol"], m["halted"], m["recent_move"]))
+        assert exempt == should_exempt
+        assert (costs.sum() > 0) == (p.active == 1 and not should_exempt)
+        assert gcompliant and gcosts.sum() == 0.0
