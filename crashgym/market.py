@@ -247,7 +247,8 @@ class Market:
         # 4. Background limit orders arrive and cancel.
         mid_index = s.mid / tick - (center - L)
         bid_total, ask_total, bb, ba = _top_of_book(bid, ask, mk, ag, center, L)
-        bid, ask, bid_kept, ask_kept = flow.limit_orders(bid, ask, mid_index, bb, ba, u[4:8], params.flow)
+        bid, ask, bid_kept, ask_kept = flow.limit_orders(bid, ask, mid_index, index / tick - (center - L), bb, ba, u[4:8],
+                                                         params.flow)
         kept_at = lambda kept, t: kept[jnp.clip(book.tick_to_index(t, center, L), 0, 2 * L - 1)]  # noqa: E731
         ag = ag.replace(bid_ahead=jnp.floor(ag.bid_ahead * kept_at(bid_kept, ag.bid_tick)).astype(jnp.int32),
                         ask_ahead=jnp.floor(ag.ask_ahead * kept_at(ask_kept, ag.ask_tick)).astype(jnp.int32))
@@ -301,9 +302,8 @@ class Market:
 
         # 6. Mark price.
         bid_total, ask_total, bb, ba = _top_of_book(bid, ask, mk, ag, center, L)
+        mid = _mid(bb, ba, center, L, tick, s.mid)
         last = jnp.where(sell_fill.lots > 0, sell_fill.last_price, jnp.where(buy_fill.lots > 0, buy_fill.last_price, s.last))
-        # A side swept empty leaves no mid: the last trade is the price (else the book pins to a stale mid).
-        mid = _mid(bb, ba, center, L, tick, last)
         basis_ema = s.basis_ema + (mid - index - s.basis_ema) / params.funding.basis_ma_steps
         mark = funding.mark_price(index, basis_ema, last, s.funding_rate, state.step, params.funding)
 
@@ -334,8 +334,8 @@ class Market:
             throttle_left = throttle_left - fill.lots
             liq_lots = liq_lots + fill.lots
             _, _, bb, ba = _top_of_book(bid, ask, mk, ag, center, L)
+            mid = _mid(bb, ba, center, L, tick, mid)
             last = jnp.where(fill.lots > 0, fill.last_price, last)
-            mid = _mid(bb, ba, center, L, tick, last)
             mark = funding.mark_price(index, basis_ema, last, s.funding_rate, state.step, params.funding)
         liquidation_fees = jnp.minimum(params.liquidation.liquidation_fee * (taken_long + taken_short),
                                        jnp.maximum(ledger.insurance_fund - fund, 0.0))
@@ -353,6 +353,7 @@ class Market:
             "liquidated_short_notional": taken_short,
             "liquidation_fees": liquidation_fees,
             "agent_liquidated": hit,
+            "agent_position_before_adl": ag.position,
             "mm_compliant": mm_compliant,
             "mm_exempt": mm_exempt,
         }
@@ -442,6 +443,7 @@ class Market:
             "mm_exempt": aux["mm_exempt"],  # the makers' obligation was exempt this step
             "mm_bankrupt": jnp.sum(mk.bankrupt),
             "agent_liquidated": aux["agent_liquidated"],
+            "agent_adl_lots": jnp.abs(aux["agent_position_before_adl"] - ag.position),  # ADL only shrinks positions
             "agent_equity": ag.cash + ag.position * mark,
             "agent_position": ag.position,
             "overflow_lots": ledger.overflow_lots,

@@ -292,13 +292,7 @@ class CrashEnv:
         capital = f32(params.market.agent.capital)
         ob_state, costs, compliant, presence, window_left, payment = self.obligations(state, orders, new_market, params)
         reward = params.reward_scale * (eq - state.prev_equity) / capital - self.penalty(new_market, params) + payment
-        # ADL lots: the core's ADL stage only ever shrinks the agent's position towards zero;
-        # attribute to it whatever the agent's own market order cannot explain on a step
-        # where ADL ran (approximate when that order was only partly filled).
-        expected = state.market.agent.position + orders.market_lots
-        pos = ag.position
-        shrink = jnp.where((jnp.sign(pos) * jnp.sign(expected) >= 0), jnp.abs(expected) - jnp.abs(pos), 0)
-        adl_lots = jnp.where((minfo["adl_count"] > 0) & ~minfo["agent_liquidated"].astype(bool), jnp.maximum(shrink, 0), 0)
+        adl_lots = minfo["agent_adl_lots"]
         ret = jnp.log(new_market.signals.mid / state.market.signals.mid)
         z = jnp.clip(ret / jnp.maximum(realized_vol(new_market), 1e-6), -OBS_BOUND, OBS_BOUND)
         z = jnp.nan_to_num(z, nan=0.0)

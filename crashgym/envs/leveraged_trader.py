@@ -14,10 +14,8 @@ mark; fees, funding, liquidation and ADL included; default reward_scale 100).
 Costs: all zero (no obligation applies to a taker); ``info["costs"]`` keeps the shape.
 Terminated when the agent is liquidated; truncated at ``params.max_steps``.
 
-``info["adl"]``: the agent's lots closed by auto-deleveraging this step. The core's ADL
-only shrinks a position towards zero; on a step where ADL ran (``adl_count > 0``) the
-part of the shrink the agent's own order cannot explain is attributed to it (exact
-unless the agent's own order was only partly filled in that same step).
+``info["adl"]``: the agent's lots closed by auto-deleveraging this step (exact: the core
+reports how far ADL shrank the agent's position).
 
 The ADL light (``adl_light``): the agent's ADL score (crashgym.adl.adl_scores with the
 market's ranking rule) against the live leveraged accounts on its side, as a quantile
