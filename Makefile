@@ -22,8 +22,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/crashgym run --scenario oct10 --seeds 16 --plot out/oct10.png --json out/oct10.json
 
+# The notebooks run at small sizes in the suite (CRASHGYM_NOTEBOOK_SMALL=1).
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 tests
+	CRASHGYM_NOTEBOOK_SMALL=1 $(BIN)/python -m pytest -n 2 --nbmake tests notebooks
 
 bench: $(STAMP)
 	$(BIN)/crashgym bench
