@@ -247,8 +247,7 @@ class Market:
         # 4. Background limit orders arrive and cancel.
         mid_index = s.mid / tick - (center - L)
         bid_total, ask_total, bb, ba = _top_of_book(bid, ask, mk, ag, center, L)
-        bid, ask, bid_kept, ask_kept = flow.limit_orders(bid, ask, mid_index, index / tick - (center - L), bb, ba, u[4:8],
-                                                         params.flow)
+        bid, ask, bid_kept, ask_kept = flow.limit_orders(bid, ask, mid_index, bb, ba, u[4:8], params.flow)
         kept_at = lambda kept, t: kept[jnp.clip(book.tick_to_index(t, center, L), 0, 2 * L - 1)]  # noqa: E731
         ag = ag.replace(bid_ahead=jnp.floor(ag.bid_ahead * kept_at(bid_kept, ag.bid_tick)).astype(jnp.int32),
                         ask_ahead=jnp.floor(ag.ask_ahead * kept_at(ask_kept, ag.ask_tick)).astype(jnp.int32))
@@ -302,8 +301,8 @@ class Market:
 
         # 6. Mark price.
         bid_total, ask_total, bb, ba = _top_of_book(bid, ask, mk, ag, center, L)
-        mid = _mid(bb, ba, center, L, tick, s.mid)
         last = jnp.where(sell_fill.lots > 0, sell_fill.last_price, jnp.where(buy_fill.lots > 0, buy_fill.last_price, s.last))
+        mid = _mid(bb, ba, center, L, tick, jnp.where(params.book.empty_side_last == 1, last, s.mid))
         basis_ema = s.basis_ema + (mid - index - s.basis_ema) / params.funding.basis_ma_steps
         mark = funding.mark_price(index, basis_ema, last, s.funding_rate, state.step, params.funding)
 
@@ -334,8 +333,8 @@ class Market:
             throttle_left = throttle_left - fill.lots
             liq_lots = liq_lots + fill.lots
             _, _, bb, ba = _top_of_book(bid, ask, mk, ag, center, L)
-            mid = _mid(bb, ba, center, L, tick, mid)
             last = jnp.where(fill.lots > 0, fill.last_price, last)
+            mid = _mid(bb, ba, center, L, tick, jnp.where(params.book.empty_side_last == 1, last, mid))
             mark = funding.mark_price(index, basis_ema, last, s.funding_rate, state.step, params.funding)
         liquidation_fees = jnp.minimum(params.liquidation.liquidation_fee * (taken_long + taken_short),
                                        jnp.maximum(ledger.insurance_fund - fund, 0.0))

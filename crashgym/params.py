@@ -24,11 +24,15 @@ class BookParams:
     initial_price: float = 100.0
     tick_size: float = 0.05
     recentre_levels: int = 16  # re-centre when the mid drifts this many levels off centre
+    # A side swept empty leaves no mid. 0: keep the previous mid (the book pins there until
+    # that side refills); 1: the last trade price is the mid (price discovery continues).
+    empty_side_last: int = 0
 
     def validate(self) -> None:
         require(self.initial_price > 0, "initial_price", "must be > 0")
         require(self.tick_size > 0, "tick_size", "must be > 0")
         require(self.recentre_levels >= 1, "recentre_levels", "must be >= 1")
+        require(self.empty_side_last in (0, 1), "empty_side_last", "must be 0 or 1")
 
 
 @pytree_dataclass
