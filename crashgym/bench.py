@@ -53,6 +53,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from crashgym.sharding import MESH_AXIS
+
 DEFAULT_NUM_ENVS = "1,64,1024,4096"
 TARGET_STEPS_PER_SECOND = 1_000_000  # DESIGN section 6, core step at 4096 envs
 TARGET_CARTPOLE_RATIO = 0.15
@@ -61,7 +63,6 @@ TARGET_SINGLE_LATENCY_US = 50.0
 TARGET_COMPILE_COLD_S = 10.0
 TARGET_COMPILE_WARM_S = 2.0
 TARGET_ENVS_IN_4GB = 65_536
-MESH_AXIS = "batch"
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -184,12 +185,13 @@ def _checksum(state: Any) -> dict[str, Any]:
 
 
 def batch_sharding(num_envs: int) -> jax.sharding.NamedSharding | None:
-    """NamedSharding of the batch axis over all local devices, or None (one device, or indivisible)."""
-    n = jax.local_device_count()
-    if n <= 1 or num_envs % n:
+    """The batch axis over all local devices (crashgym.sharding), or None: one device, or a
+    batch that does not divide (a benchmark times what it was asked for, so no padding)."""
+    from crashgym import sharding
+
+    if num_envs % jax.local_device_count():
         return None
-    mesh = jax.sharding.Mesh(np.array(jax.local_devices()), (MESH_AXIS,))
-    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(MESH_AXIS))
+    return sharding.batch_sharding()
 
 
 # ----------------------------------------------------------------- core step
