@@ -25,6 +25,19 @@ from crashgym.state import Engine, LiquidationLadder
 Array = jax.Array
 
 
+def _window(rows: Array, start: Array, window: int) -> Array:
+    """rows[r, start[r] : start[r] + window] for r in (long, short): contiguous slices, so a
+    vmapped call gathers one window per market rather than `window` single elements."""
+    return jnp.concatenate([jax.lax.dynamic_slice(rows, (r, start[r]), (1, window)) for r in range(2)])
+
+
+def _put_window(rows: Array, start: Array, values: Array) -> Array:
+    """Write `values` (2, window) back where `_window` read them (in place under jit)."""
+    for r in range(2):
+        rows = jax.lax.dynamic_update_slice(rows, values[r:r + 1], (r, start[r]))
+    return rows
+
+
 def take_over_crossed(ladder: LiquidationLadder, engine: Engine, mark: Array, window: int, initial_price: Array,
                       liquidation: LiquidationParams) -> tuple[LiquidationLadder, Engine, Array, Array]:
     """Move every bucket the mark has crossed into the engine's queue.
@@ -44,14 +57,13 @@ def take_over_crossed(ladder: LiquidationLadder, engine: Engine, mark: Array, wi
         (idx[0] < ladder.frontier[0]) & (idx[0] > level),
         (idx[1] >= ladder.frontier[1]) & (idx[1] < level),
     ])
-    rows = jnp.array([[0], [1]])
-    size = ladder.size[rows, idx]
-    bv = ladder.bankrupt_value[rows, idx]
+    size = _window(ladder.size, start, window)
+    bv = _window(ladder.bankrupt_value, start, window)
     taken = jnp.sum(jnp.where(crossed, size, 0), axis=1)
     taken_bv = jnp.sum(jnp.where(crossed, bv, 0.0), axis=1)
-    ladder_size = ladder.size.at[rows, idx].set(jnp.where(crossed, 0, size))
-    ladder_bv = ladder.bankrupt_value.at[rows, idx].set(jnp.where(crossed, 0.0, bv))
-    ladder_epoch = ladder.epoch.at[rows, idx].add(crossed.astype(jnp.int32))
+    ladder_size = _put_window(ladder.size, start, jnp.where(crossed, 0, size))
+    ladder_bv = _put_window(ladder.bankrupt_value, start, jnp.where(crossed, 0.0, bv))
+    ladder_epoch = _put_window(ladder.epoch, start, _window(ladder.epoch, start, window) + crossed.astype(jnp.int32))
     first_long = jnp.floor(level).astype(jnp.int32) + 1
     last_short = jnp.ceil(level).astype(jnp.int32) - 1
     frontier = jnp.stack([
