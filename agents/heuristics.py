@@ -23,7 +23,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from crashgym.obligations import ObligationParams, compliant_quote, load_obligations
+from crashgym.obligations import ObligationParams, load_obligations
 from crashgym.params import MarketParams
 from crashgym.state import AgentOrders, MarketState
 
@@ -95,16 +95,30 @@ def quote_due(position_in_window: Array, presence_target: Array, margin: float =
 
 
 def obliged_quote(state: MarketState, params: MarketParams, obligation: ObligationParams, due: Array) -> AgentOrders:
-    """The cheapest quote the rule allows (widest allowed spread, smallest allowed size),
-    shown only when ``due``. The base quote is the widest the agent may show
-    (max_offset_ticks) at one lot; crashgym.obligations.compliant_quote caps the spread and
-    raises the size to the rule. With no obligation in force (``active == 0`` or a zero
-    presence target) it never quotes: nothing requires it."""
+    """The cheapest quote the rule allows, shown only when ``due``: the widest spread the
+    spread and distance rules allow (whole ticks around the half-tick mid; the agent's own
+    max_offset_ticks where no rule caps it) and the smallest size the size rule allows
+    (at least one lot). Exact ticks rather than crashgym.obligations.compliant_quote, whose
+    caps keep up to a tick a side of margin for makers that round differently. With no obligation in force
+    (``active == 0`` or a zero presence target) it never quotes: nothing requires it."""
     tick = params.book.tick_size
-    half, lots = compliant_quote(obligation, state.signals.mid, tick, params.agent.max_offset_ticks, 1.0)
+    mid = state.signals.mid
+    m = _mid_ticks(state, params)
+    ticks_per_bps = mid * 1e-4 / tick
+    widest = 2.0 * params.agent.max_offset_ticks + 2.0
+    spread = jnp.where(obligation.max_spread_bps > 0, jnp.floor(obligation.max_spread_bps * ticks_per_bps + 1e-3), widest)
+    spread = jnp.maximum(jnp.minimum(spread, widest), 2.0)
+    dist = jnp.where(obligation.max_distance_bps > 0, jnp.floor(obligation.max_distance_bps * ticks_per_bps + 1e-3), widest)
+    bid = jnp.maximum(jnp.floor(m - spread / 2.0), jnp.ceil(m - dist))
+    ask = jnp.minimum(bid + spread, jnp.floor(m + dist))
+    bid, ask = jnp.minimum(bid, jnp.ceil(m) - 1.0), jnp.maximum(ask, jnp.floor(m) + 1.0)  # strictly around the mid
+    lots = jnp.ceil(obligation.min_size_notional / jnp.maximum(bid * tick, tick) - 1e-4)  # priced at the bid (lower side)
+    lots = jnp.maximum(lots, 1.0)
     binding = (jnp.asarray(obligation.active) == 1) & (jnp.asarray(obligation.presence_target) > 0)
-    lots = jnp.where(binding & due & ~state.agent.liquidated, lots, 0.0)
-    return _quote(state, params, half, lots)
+    size = jnp.where(binding & due & ~state.agent.liquidated, jnp.minimum(lots, params.agent.max_quote_lots), 0.0)
+    size = size.astype(jnp.int32)
+    return AgentOrders(bid_tick=bid.astype(jnp.int32), bid_size=size, ask_tick=ask.astype(jnp.int32), ask_size=size,
+                       market_lots=jnp.int32(0))
 
 
 def obliged(obligation: ObligationParams, margin: float = 0.02) -> Policy:

@@ -70,3 +70,47 @@ def test_ppo_trains_through_the_adapter(venv):
     assert model.num_timesteps >= 2048
     assert len(model.ep_info_buffer) >= min(100, 2048 // EPISODE - N)  # the buffer keeps 100
     assert all(np.isfinite(ep["r"]) for ep in model.ep_info_buffer)
+
+
+# --------------------------------------------------------------------------- agents/sb3_lagrangian.py
+
+
+def test_lagrangian_callback_penalizes_rewards_in_place():
+    from agents.sb3_lagrangian import LagrangianCallback
+
+    cb = LagrangianCallback(limit=0.1, lr=0.5, init=2.0)
+    rewards = np.array([1.0, 1.0], np.float32)
+    cb.locals = {"rewards": rewards, "infos": [{"cost": 1.0}, {"cost": 0.0}]}
+    cb._on_step()
+    np.testing.assert_allclose(rewards, [1.0 - 2.0, 1.0])  # the array SB3 will store
+
+
+@pytest.mark.parametrize("limit, init, direction", [(0.0, 0.0, "up"), (100.0, 1.0, "down")])
+def test_lagrangian_callback_dual_ascent_direction(venv, limit, init, direction):
+    """Under mifid an untrained policy misses the quote rules on most steps: with limit 0 the
+    multiplier rises; with a limit far above any cost it falls (to 0, projected)."""
+    from agents.sb3_lagrangian import LagrangianCallback
+
+    cb = LagrangianCallback(limit=limit, lr=0.5, init=init)
+    venv.seed(2)
+    model = PPO("MlpPolicy", VecMonitor(venv), n_steps=32, batch_size=64, n_epochs=1, seed=2, device="cpu", verbose=0)
+    model.learn(total_timesteps=3 * 32 * N, callback=cb)
+    lams = [init] + [lam for _, _, lam in cb.history]
+    rates = [rate for _, rate, _ in cb.history]
+    assert len(cb.history) == 3 and all(r > 0 for r in rates)
+    if direction == "up":
+        assert all(b > a for a, b in zip(lams, lams[1:]))
+    else:
+        assert lams[-1] < init and lams[-1] >= 0.0
+
+
+def test_sb3_policy_converts_to_a_checkpoint(venv):
+    from agents.ppo import act_deterministic
+    from agents.sb3_lagrangian import identity_normalizer, sb3_to_checkpoint_params
+
+    model = PPO("MlpPolicy", VecMonitor(venv), n_steps=32, seed=4, device="cpu", verbose=0)
+    params = sb3_to_checkpoint_params(model)
+    obs = np.random.default_rng(0).normal(size=(16, venv.observation_space.shape[0])).astype(np.float32)
+    want, _ = model.predict(obs, deterministic=True)
+    got = np.asarray(act_deterministic(params, identity_normalizer(obs.shape[1]), obs))
+    np.testing.assert_allclose(got, want, atol=1e-5)

@@ -1,0 +1,121 @@
+"""Heuristic agents: valid orders in both forms, the obliged maker meets its rule cheaply,
+trader heuristics trade toward their target; `crashgym run --agent` with them."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import crashgym
+from agents import evaluate, heuristics
+from crashgym.cli import main
+from crashgym.market import Market
+from crashgym.obligations import load_obligations
+
+SHAPE = {"n_accounts": 128, "n_levels": 16, "episode_steps": 24}
+B = 8
+
+
+@pytest.fixture(scope="module")
+def market_batch():
+    env, params = crashgym.make("MarketMaker-v0", scenario="calm", shape=SHAPE)
+    market = Market(env.shape)
+    states = jax.jit(jax.vmap(market.init, in_axes=(0, None)))(jax.random.split(jax.random.key(3), B), params.market)
+    return states, params.market
+
+
+@pytest.mark.parametrize("name", ["fixed-spread", "avellaneda-stoikov", "withdraw-on-vol", "obliged", "obliged:strict"])
+def test_maker_orders_are_valid(market_batch, name):
+    states, mp = market_batch
+    orders = jax.vmap(heuristics.market_policy(name), in_axes=(0, None))(states, mp)
+    for f in ("bid_tick", "bid_size", "ask_tick", "ask_size", "market_lots"):
+        assert getattr(orders, f).dtype == jnp.int32 and getattr(orders, f).shape == (B,)
+    mid_tick = np.asarray(states.signals.mid) / float(mp.book.tick_size)
+    both = (np.asarray(orders.bid_size) > 0) & (np.asarray(orders.ask_size) > 0)
+    assert np.all(np.asarray(orders.bid_size) >= 0) and np.all(np.asarray(orders.bid_size) <= mp.agent.max_quote_lots)
+    assert np.all(np.asarray(orders.bid_tick)[both] < mid_tick[both])
+    assert np.all(np.asarray(orders.ask_tick)[both] > mid_tick[both])
+    assert np.all(np.asarray(orders.market_lots) == 0)
+
+
+def test_obliged_quote_is_the_cheapest_compliant_one(market_batch):
+    states, mp = market_batch
+    rule = load_obligations("mifid")
+    orders = jax.vmap(heuristics.obliged(rule), in_axes=(0, None))(states, mp)  # step 0: due
+    mid = np.asarray(states.signals.mid)
+    tick = float(mp.book.tick_size)
+    bid, ask = np.asarray(orders.bid_tick) * tick, np.asarray(orders.ask_tick) * tick
+    spread_bps = (ask - bid) / mid * 1e4
+    assert np.all(spread_bps <= 50.0) and np.all(spread_bps > 50.0 - 2 * tick / mid * 1e4)  # widest allowed
+    lots = np.asarray(orders.bid_size)
+    assert np.all(lots * bid >= 2000.0) and np.all((lots - 1) * bid < 2000.0)  # smallest allowed
+    # no obligation: nothing requires a quote, so none is shown
+    idle = jax.vmap(heuristics.obliged(load_obligations("none")), in_axes=(0, None))(states, mp)
+    assert np.all(np.asarray(idle.bid_size) == 0) and np.all(np.asarray(idle.ask_size) == 0)
+
+
+def test_quote_due_spreads_the_duty_evenly():
+    k = jnp.arange(360)
+    due = np.asarray(heuristics.quote_due(k, 0.5))
+    assert due.sum() == 180 and due[0]
+    running = np.cumsum(due) / np.arange(1, 361)
+    assert np.all(running >= 0.5)
+
+
+@pytest.mark.parametrize("name, sign", [("fixed-leverage-long", 1), ("de-risk-on-vol", 1)])
+def test_traders_buy_toward_a_long_target(market_batch, name, sign):
+    states, mp = market_batch
+    orders = jax.vmap(heuristics.market_policy(name), in_axes=(0, None))(states, mp)
+    lots = np.asarray(orders.market_lots)
+    assert np.all(np.sign(lots) == sign)  # flat at reset, calm vol: buy
+    assert np.all(np.asarray(orders.bid_size) == 0) and np.all(np.asarray(orders.ask_size) == 0)
+
+
+def test_de_risk_cuts_leverage_when_vol_spikes(market_batch):
+    states, mp = market_batch
+    calm = heuristics.de_risk_on_vol_target(jax.tree_util.tree_map(lambda x: x[0], states), mp)
+    stressed = jax.tree_util.tree_map(lambda x: x[0], states)
+    stressed = stressed.replace(signals=stressed.signals.replace(realized_var=jnp.float32((10 * mp.flow.vol_per_step) ** 2)))
+    assert float(calm) == pytest.approx(3.0) and float(heuristics.de_risk_on_vol_target(stressed, mp)) == 0.0
+
+
+def test_unknown_heuristic_is_named():
+    with pytest.raises(KeyError, match="unknown agent 'nosuch'"):
+        heuristics.market_policy("nosuch")
+
+
+def test_env_form_places_the_same_quote():
+    """orders_to_maker_action inverts MarketMaker.orders for quotes inside the action range."""
+    env, params = crashgym.make("MarketMaker-v0", scenario="calm", shape=SHAPE)
+    _, state = env.reset(jax.random.key(0), params)
+    for name in ("fixed-spread", "avellaneda-stoikov"):
+        want = heuristics.market_policy(name)(state.market, params.market)
+        action = heuristics.env_policy(name)(state, params)
+        got = env.orders(state, action, params)
+        for f in ("bid_tick", "bid_size", "ask_tick", "ask_size"):
+            assert int(getattr(got, f)) == int(getattr(want, f)), (name, f)
+
+
+def test_obliged_meets_mifid_in_the_env_at_least_cost():
+    env, params = crashgym.make("MarketMaker-v0", scenario="calm", obligations="mifid",
+                                shape={**SHAPE, "episode_steps": 60})
+    res = evaluate.evaluate(env, params, evaluate.heuristic("obliged"), episodes=4, seed=5, chunk=60)
+    assert np.all(res.episode["presence"] >= 0.5)
+    assert np.all(res.episode["presence"] <= 0.6)  # quotes only when required
+    assert np.all(res.episode["violation_rate/presence"] == 0.0)
+
+
+def test_trader_heuristics_in_the_env():
+    env, params = crashgym.make("LeveragedTrader-v0", scenario="calm", shape=SHAPE)
+    res = evaluate.evaluate(env, params, evaluate.heuristic("fixed-leverage-long"), episodes=4, seed=1, chunk=24)
+    assert np.all(res.trace["position"][-1] > 0) and np.all(np.isfinite(res.episode["return"]))
+
+
+def test_run_with_the_obliged_heuristic(tmp_path):
+    out = tmp_path / "run.json"
+    assert main(["run", "--scenario", "calm", "--seeds", "2", "--steps", "30", "--agent", "obliged", "--json", str(out)]) == 0
+    assert np.isfinite(json.loads(out.read_text())["metrics"]["agent_return"]["mean"])
