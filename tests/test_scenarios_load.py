@@ -55,7 +55,29 @@ def _smoke(scenario) -> None:
 
 
 def test_the_shipped_scenarios_exist():
-    assert {"calm", "oct10"} <= set(SCENARIOS)
+    assert {"calm", "oct10", "om"} <= set(SCENARIOS)
+
+
+@pytest.mark.parametrize("overrides", [
+    # The OM holder selling from the first step, into a book whose empty side takes the last trade as mid.
+    {"flow": {"holder_start_step": 0, "holder_steps": SMOKE_STEPS, "holder_sell_lots": 500.0, "holder_end_mult": 4.0,
+              "holder_spot_impact": 1e-5}},
+    # The oct10 shock with its rebound starting inside the smoke window.
+    {"flow": {"shock_step": 0, "shock_steps": 4, "rebound_steps": 6, "rebound_drift_per_step": 0.01}},
+])
+def test_holder_and_rebound_conserve_positions_and_cash(overrides):
+    """The holder's lots go through the background ledger like any background order."""
+    base = "om" if "holder_start_step" in overrides["flow"] else "oct10"
+    _smoke(load_scenario(base, overrides=overrides))
+
+
+def test_om_grids_cover_a_90_percent_fall():
+    """The liquidation-price grid spans 0 .. n_buckets * bucket_width * initial price, and the
+    tick is small enough that the ladder keeps many levels at -90%."""
+    sc = load_scenario("om")
+    p = sc.params
+    assert sc.shape.n_buckets * p.liquidation.bucket_width >= 1.5  # shorts' liquidation prices up to 1.5 x entry
+    assert 0.1 * p.book.initial_price / p.book.tick_size >= sc.shape.n_levels  # ticks below -90%
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
