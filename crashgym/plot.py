@@ -1,6 +1,8 @@
 """Multi-panel plot of an episode batch: price, depth, liquidations and ADL, fund, OI, makers.
 
-Median over seeds with a 5-95% band; the shock (T+0) marked. Matplotlib (Agg) only.
+Median over seeds with a 5-95% band. The event timeline (crashgym.stylized.timeline) is
+marked on every panel at its median time over seeds: the shock (T+0), makers withdraw,
+the price bottom, makers return, depth recovered to 90% of pre-shock. Matplotlib (Agg) only.
 """
 
 from __future__ import annotations
@@ -10,8 +12,34 @@ from collections.abc import Mapping
 import numpy as np
 
 
+_EVENTS = (  # (timeline key, label, colour, line style)
+    ("makers_withdraw", "makers withdraw", "C3", ":"),
+    ("bottom", "price bottom", "k", "-."),
+    ("makers_return", "makers return", "C2", ":"),
+    ("recovery", "depth recovered", "C2", "-."),
+)
+
+
+def event_minutes(info: Mapping[str, np.ndarray], *, step_seconds: float, shock_step: int, n_makers: int
+                  ) -> dict[str, float]:
+    """Median over seeds of each timeline event, in minutes from the episode's start (NaN when the
+    event happens in fewer than half the seeds). Empty when there is no shock to measure from."""
+    from crashgym.stylized import timeline
+
+    if shock_step < 0:
+        return {}
+    ev = timeline(info, shock_step=shock_step, n_makers=n_makers)
+    out = {"shock": shock_step * step_seconds / 60.0}
+    for key, *_ in _EVENTS:
+        v = ev[key]
+        out[key] = float(np.median(v[v >= 0])) * step_seconds / 60.0 if (v >= 0).mean() >= 0.5 else float("nan")
+    return out
+
+
 def plot_episode(info: Mapping[str, np.ndarray], path: str, *, title: str, step_seconds: float, shock_step: int,
                  n_makers: int) -> None:
+    """Save the panels to `path`. shock_step: T+0 of the event timeline (-1: none; for a
+    scenario driven by a holder rather than news pass its start step)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -61,10 +89,19 @@ def plot_episode(info: Mapping[str, np.ndarray], path: str, *, title: str, step_
     ax.set_ylabel("background makers (fraction)")
     ax.legend(loc="upper right")
     ax.set_xlabel("minutes")
-    if shock_step >= 0:
+    events = event_minutes(info, step_seconds=step_seconds, shock_step=shock_step, n_makers=n_makers)
+    styles = {"shock": ("shock (T+0)", "k", "--")} | {k: (lab, c, ls) for k, lab, c, ls in _EVENTS}
+    for key, t in events.items():
+        if not np.isfinite(t):
+            continue
+        label, color, ls = styles[key]
         for a in axes.flat:
-            a.axvline(shock_step * step_seconds / 60.0, color="k", ls="--", lw=0.8)
-    fig.suptitle(title)
+            a.axvline(t, color=color, ls=ls, lw=0.8, label=label if a is axes[0, 1] else None)
+    if events:
+        axes[0, 1].legend(loc="lower right", fontsize=7)
+    import textwrap
+
+    fig.suptitle(textwrap.fill(title, 110), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
