@@ -40,7 +40,7 @@ def impact():
 def test_returns_have_heavy_tails(calm, every):
     _, info, _ = calm
     k = st.excess_kurtosis(st.log_returns(info["mark_price"], every))
-    assert np.median(k) > 0.5  # Gaussian: 0. Measured: ~5 at 10 s, ~2 at 1 min (median)
+    assert np.median(k) > 0.5  # Gaussian: 0. Measured medians: 7.3 at 10 s, 3.2 at 1 min
     assert (k > 0).mean() >= 0.75
 
 
@@ -74,8 +74,9 @@ def test_impact_grows_with_metaorder_size(impact):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "measured impact exponent ~0.98 (R^2 0.99, sizes 60-3840 lots over 5 minutes): impact is close to "
-    "linear, not a square root; the background book's depth decays exponentially away from the mid and "
+    "measured impact exponent 0.92 (R^2 0.99; 32 seeds, sizes 60-3840 lots over 5 minutes; 0.98 with 64 seeds "
+    "and another seed): impact is close to linear, not a square root; likely because "
+    "the background book's depth decays exponentially away from the mid and "
     "there is no latent liquidity that reveals itself as the price moves"))
 def test_impact_is_roughly_square_root(impact):
     fit = st.impact_exponent(impact["sizes"], impact["impact"])
