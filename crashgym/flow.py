@@ -62,7 +62,8 @@ def index_step(index: Array, log_vol: Array, mid: Array, step: Array, u: Array, 
     centred = u[3] - 0.5  # Laplace by inverse CDF
     laplace = -jnp.sign(centred) * jnp.log1p(-2.0 * jnp.abs(centred) + 1e-12)
     jump = jnp.where(u[2] < flow.jump_prob, flow.jump_scale * laplace, 0.0)
-    drift = jnp.where(shock, flow.shock_drift_per_step, jnp.where(in_rebound(step, flow), flow.rebound_drift_per_step, 0.0))
+    rebound = jnp.where(in_rebound(step, flow), flow.rebound_drift_per_step, 0.0)
+    drift = jnp.where(shock, flow.shock_drift_per_step, rebound)
     # The holder dumps on spot venues too: linear impact on the fair value per lot sold.
     drift = drift - flow.holder_spot_impact * holder_lots(step, flow)
     pull = flow.basis_pull * (jnp.log(mid) - jnp.log(index))

@@ -174,7 +174,8 @@ def timeline(info: Mapping[str, np.ndarray], *, shock_step: int, n_makers: int) 
     return out
 
 
-def timeline_minutes(events: Mapping[str, np.ndarray], *, shock_step: int, step_seconds: float) -> dict[str, np.ndarray]:
+def timeline_minutes(events: Mapping[str, np.ndarray], *, shock_step: int, step_seconds: float
+                     ) -> dict[str, np.ndarray]:
     """Event steps -> minutes from the shock (NaN where the event never happens)."""
     return {k: np.where(v >= 0, (v - shock_step) * step_seconds / 60.0, np.nan) for k, v in events.items()}
 
