@@ -38,60 +38,93 @@ class EvalResult:
 
 def heuristic(name: str) -> BatchPolicy:
     """A heuristic of agents/heuristics.py as a batch policy for its env."""
+    return _HEURISTICS.setdefault(name, _heuristic(name))
+
+
+def _heuristic(name: str) -> BatchPolicy:
     from agents.heuristics import env_policy
 
     fn = env_policy(name)
-    return lambda obs, state, params: jax.vmap(fn, in_axes=(0, None))(state, params)
+    return lambda obs, state, params, _=None: jax.vmap(fn, in_axes=(0, None))(state, params)
 
 
-def from_checkpoint(ckpt) -> BatchPolicy:
-    from agents.checkpoint import act_fn
-
-    act = act_fn(ckpt)
-    return lambda obs, state, params: act(obs)
+_HEURISTICS: dict[str, BatchPolicy] = {}
 
 
-def from_params(params, norm) -> BatchPolicy:
-    """A trained agents/ppo.py network (one seed) as a deterministic batch policy."""
+def network(obs, state, params, policy_params):
+    """A trained agents/ppo.py actor as a deterministic batch policy; ``policy_params`` =
+    {"params": network params, "norm": obs normalizer} (only the actor is read)."""
     from agents.ppo import act_deterministic
 
-    return lambda obs, state, params_: act_deterministic(params, norm, obs)
+    return act_deterministic(policy_params["params"], policy_params["norm"], obs)
 
 
-def evaluate(env, env_params, policy: BatchPolicy, episodes: int = 64, seed: int = 10_000, chunk: int = 120
-             ) -> EvalResult:
+def network_params(params, norm) -> dict:
+    """The policy_params of :func:`network`: the actor and log-std, and the normalizer."""
+    return {"params": {"actor": params["actor"]}, "norm": norm}
+
+
+def from_checkpoint(ckpt) -> tuple[BatchPolicy, dict]:
+    """(policy, policy_params) of a checkpoint (agents/checkpoint.py)."""
+    import jax.tree_util as tu
+
+    return network, network_params(tu.tree_map(jnp.asarray, ckpt.params), tu.tree_map(jnp.asarray, ckpt.norm))
+
+
+def from_params(params, norm) -> tuple[BatchPolicy, dict]:
+    """(policy, policy_params) of one seed of a trained agents/ppo.py network."""
+    return network, network_params(params, norm)
+
+
+_ADVANCE: dict = {}
+
+
+def _advance(env, policy, episodes: int, chunk: int):
+    """The jitted chunk of steps, cached per (env, policy, sizes): env params and policy
+    params are arguments, so scenarios, rules and trained networks reuse one compile."""
+    key = (id(env), policy, episodes, chunk)
+    if key not in _ADVANCE:
+        @jax.jit
+        def advance(carry, key, env_params, policy_params):
+            def body(c, k):
+                obs, state, alive = c
+                action = policy(obs, state, env_params, policy_params)
+                obs, state, reward, term, trunc, info = env.step_batch(jax.random.split(k, episodes), state, action,
+                                                                       env_params)
+                live = alive.astype(jnp.float32)
+                out = {"reward": reward * live, "cost": info["cost"] * live, "costs": info["costs"] * live[:, None],
+                       "compliant": info["compliant"] & alive, "equity": info["equity"], "position": info["position"],
+                       "mark": info["market"]["mark_price"], "live": alive}
+                return (obs, state, alive & ~term), out
+            return jax.lax.scan(body, carry, jax.random.split(key, chunk))
+
+        _ADVANCE[key] = (env, advance)  # keep env alive so its id stays unique
+    return _ADVANCE[key][1]
+
+
+def evaluate(env, env_params, policy: BatchPolicy | tuple[BatchPolicy, dict], episodes: int = 64, seed: int = 10_000,
+             chunk: int = 120) -> EvalResult:
     """Run `episodes` episodes (keys from `seed`, disjoint from training keys when seed is
-    far from the training seed) and return per-episode results:
+    far from the training seed) and return per-episode results. `policy` is a batch policy
+    or a (policy, policy_params) pair (from_params, from_checkpoint).
 
-    return (sum of rewards), cost (sum of info["cost"]), presence (fraction of live steps
-    with a compliant quote), pnl (USD, equity change), max_abs_inventory (lots),
+    Per episode: return (sum of rewards), cost (sum of info["cost"]), presence (fraction of
+    live steps with a compliant quote), pnl (USD, equity change), max_abs_inventory (lots),
     final_inventory (lots), terminated (liquidated), violation_rate/<component> (fraction of
     live steps with that cost > 0); traces: equity, position, compliant, mark, reward."""
+    policy, policy_params = policy if isinstance(policy, tuple) else (policy, None)
     steps = int(env_params.max_steps)
     chunk = max(1, min(chunk, steps))
     keys = jax.random.split(jax.random.key(seed), episodes)
     obs, state = jax.jit(jax.vmap(env.reset, in_axes=(0, None)))(keys, env_params)
     equity0 = np.asarray(state.prev_equity)
-
-    @jax.jit
-    def advance(carry, key):
-        def body(c, k):
-            obs, state, alive = c
-            action = policy(obs, state, env_params)
-            obs, state, reward, term, trunc, info = env.step_batch(jax.random.split(k, episodes), state, action, env_params)
-            live = alive.astype(jnp.float32)
-            out = {"reward": reward * live, "cost": info["cost"] * live, "costs": info["costs"] * live[:, None],
-                   "compliant": info["compliant"] & alive, "equity": info["equity"], "position": info["position"],
-                   "mark": info["market"]["mark_price"], "live": alive}
-            return (obs, state, alive & ~term), out
-        return jax.lax.scan(body, carry, jax.random.split(key, chunk))
-
+    advance = _advance(env, policy, episodes, chunk)
     carry = (obs, state, jnp.ones(episodes, bool))
     pieces = []
     key = jax.random.key(seed + 1)
     for _ in range(-(-steps // chunk)):
         key, sub = jax.random.split(key)
-        carry, out = advance(carry, sub)
+        carry, out = advance(carry, sub, env_params, policy_params)
         pieces.append(jax.device_get(out))
     tr = {k: np.concatenate([p[k] for p in pieces])[:steps] for k in pieces[0]}
     live = tr["live"].astype(float)

@@ -150,8 +150,7 @@ def entropy(log_std: Array) -> Array:
 
 def act_deterministic(params: Params, norm: dict[str, Array], obs: Array) -> Array:
     """The policy's mean action, clipped to the [-1, 1] box (evaluation / checkpoints)."""
-    mean, _, _ = forward(params, normalize(norm, obs))
-    return jnp.clip(mean, -1.0, 1.0)
+    return jnp.clip(_mlp(params["actor"], normalize(norm, obs)), -1.0, 1.0)  # the actor only
 
 
 # ----------------------------------------------------------------------------- 3. obs normalization
