@@ -238,6 +238,7 @@ class Market:
         mb = jnp.where(ba < 2 * L, jnp.minimum(mb, first + ba - 1), mb)  # post-only: never cross
         ma = jnp.where(bb >= 0, jnp.maximum(ma, first + bb + 1), ma)
         mm_compliant = jnp.sum(makers.meets_obligation(mb, mbs, ma, mas, s.mid, tick, params.maker_obligation))
+        mm_two_sided = jnp.sum((mbs > 0) & (mas > 0))  # posted quotes, before this step's trades eat into them
         mk = mk.replace(bid_tick=mb, bid_size=mbs, ask_tick=ma, ask_size=mas, mode=mode, calm_steps=calm)
 
         # 3. The agent's quotes: keep queue position when the level is unchanged and size not raised.
@@ -354,6 +355,7 @@ class Market:
             "agent_liquidated": hit,
             "agent_position_before_adl": ag.position,
             "mm_compliant": mm_compliant,
+            "mm_two_sided": mm_two_sided,
             "mm_exempt": mm_exempt,
         }
         return state, aux
@@ -413,7 +415,6 @@ class Market:
                               makers=mk, agent=ag, ledger=ledger, signals=signals)
 
         prices = book.ladder_prices(bk.center_tick, L, tick)
-        two_sided = (mk.bid_size > 0) & (mk.ask_size > 0)
         info = {
             "mark_price": mark,
             "index_price": index,
@@ -435,7 +436,7 @@ class Market:
             "halted": halt_left > 0,
             "funding_rate": rate,
             "taker_volume_lots": aux["taker_buy_lots"] + aux["taker_sell_lots"],
-            "mm_two_sided": jnp.sum(two_sided),
+            "mm_two_sided": aux["mm_two_sided"],
             "mm_withdrawn": jnp.sum(mk.mode == makers.WITHDRAWN),
             "mm_equity": jnp.sum(mk.cash + mk.inventory * mark),
             "mm_compliant": aux["mm_compliant"],  # makers whose posted quote met the obligation (or strict's)
