@@ -16,9 +16,14 @@ from agents import checkpoint, evaluate, ppo, ppo_lagrangian
 from crashgym.cli import main
 from crashgym.obligations import COMPONENTS, load_obligations
 
-SHAPE = {"n_accounts": 128, "n_levels": 16, "episode_steps": 16}
-CONFIG = ppo.PPOConfig(num_envs=16, num_steps=8, total_steps=2 * 16 * 16, num_seeds=2, num_minibatches=4,
-                       update_epochs=2)
+# The same market and config as `crashgym train --algo ppo-lag --steps 256 --seeds 2 --num-envs 16
+# --num-steps 8 --episode-steps 16 --accounts 128` builds, so the CLI test below reuses this
+# compile (persistent cache): compiling the training loop is most of these tests' time.
+SHAPE = {"n_accounts": 128, "turnover_slots": 4, "episode_steps": 16}
+CONFIG = ppo.PPOConfig(num_envs=16, num_steps=8, total_steps=2 * 16 * 16, num_seeds=2, num_minibatches=8)
+CLI_TRAIN = ["train", "--env", "MarketMaker-v0", "--scenario", "calm", "--obligations", "mifid", "--algo", "ppo-lag",
+             "--steps", "256", "--seeds", "2", "--num-envs", "16", "--num-steps", "8", "--episode-steps", "16",
+             "--accounts", "128"]
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +42,7 @@ def test_plan_rounds_rollouts_to_the_episode():
     assert ppo.PPOConfig(num_steps=32).rollout_steps(1080) == 30
     T, U, chunks = CONFIG.plan(16)
     assert (T, U, chunks) == (8, 2, 2)
+    assert ppo.PPOConfig(num_envs=16, total_steps=16 * 16 + 1).plan(16)[2] == 2  # rounded up to whole episodes
 
 
 def test_ppo_lagrangian_runs_with_finite_losses(lag_result):
@@ -107,16 +113,16 @@ def test_not_a_checkpoint_is_named(tmp_path):
         checkpoint.load(str(bad))
 
 
-def test_cli_train_then_run(tmp_path):
+def test_cli_train_then_run(lag_result, tmp_path):  # after the fixture: its compile is reused
     ckpt, out, run_json = tmp_path / "mm.npz", tmp_path / "train.json", tmp_path / "run.json"
-    assert main(["train", "--env", "MarketMaker-v0", "--scenario", "calm", "--algo", "ppo", "--steps", "256",
-                 "--num-envs", "16", "--num-steps", "8", "--episode-steps", "16", "--accounts", "128",
-                 "--checkpoint", str(ckpt), "--json", str(out)]) == 0
+    assert main(CLI_TRAIN + ["--checkpoint", str(ckpt), "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert {"env", "scenario", "algo", "steps", "steps_per_second", "checkpoint"} <= set(data)
-    assert data["algo"] == "ppo" and data["steps"] == 256 and data["steps_per_second"] > 0
+    assert data["algo"] == "ppo-lag" and data["steps"] == 256 and data["steps_per_second"] > 0
     assert data["checkpoint"] == str(ckpt) and ckpt.exists()
+    assert set(data["lagrange"]) == set(COMPONENTS)
     assert (tmp_path / "mm.logs" / "curves.csv").exists()
+    assert checkpoint.load(str(ckpt)).metadata["obligation_params"]["presence_target"] == 0.5
     # the scenario's full-size market (64 levels, 1024 accounts): the policy adapts to the run's shape
     assert main(["run", "--scenario", "calm", "--agent", str(ckpt), "--seeds", "2", "--steps", "30",
                  "--json", str(run_json)]) == 0
