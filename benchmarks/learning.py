@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--episodes", type=int, default=64, help="held-out evaluation episodes per agent")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-seed", type=int, default=1_000_003)
-    ap.add_argument("--out", default=os.path.join(HERE, "learning_out"), help="checkpoints and curves (not committed)")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(HERE), "out", "learning"),
+                    help="checkpoints and learning curves (out/ is not committed)")
     ap.add_argument("--md", default=os.path.join(HERE, "LEARNING.md"))
     ap.add_argument("--json", default=os.path.join(HERE, "learning.json"))
     args = ap.parse_args(argv)
