@@ -225,8 +225,11 @@ def write_markdown(args, r: dict, calm_rows, mifid_rows, oct_rows) -> None:
         *[f"- vs {h}: {v['gap']:+.4f} [{v['ci95_low']:+.4f}, {v['ci95_high']:+.4f}] (n = {v['n']})"
           for h, v in g.items()],
         "",
-        ("**PPO beats both heuristics** (the CIs exclude 0)." if all(v["ci95_low"] > 0 for v in g.values()) else
-         "**PPO does not beat both heuristics with confidence on this run** (see the CIs): recorded as measured."),
+        ("**PPO's return beats both heuristics** (the CIs exclude 0)." if all(v["ci95_low"] > 0 for v in g.values()) else
+         "**PPO does not beat both heuristics with confidence on this run** (see the CIs): recorded as measured.")
+        + f" Its peak inventory is {r['calm']['ppo-calm']['max_abs_inventory']:,.0f} lots, "
+        f"{r['calm']['ppo-calm']['max_abs_inventory'] / max(r['calm']['fixed-spread']['max_abs_inventory'], 1):.1f}x "
+        "fixed-spread's: check whether the return is market making or a marked-to-market inventory bet.",
         "",
         "Learning curve (reward per step, training batch):",
         "",
