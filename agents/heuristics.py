@@ -58,8 +58,8 @@ def fixed_spread(state: MarketState, params: MarketParams) -> AgentOrders:
     return _quote(state, params, 2.0, 0.5 * params.agent.max_quote_lots)
 
 
-def avellaneda_stoikov(state: MarketState, params: MarketParams, risk_aversion: float = 0.1, horizon_steps: float = 360.0
-                       ) -> AgentOrders:
+def avellaneda_stoikov(state: MarketState, params: MarketParams, risk_aversion: float = 0.1,
+                       horizon_steps: float = 360.0) -> AgentOrders:
     """Avellaneda-Stoikov (2008): reservation price r = s - q * gamma * sigma^2 * T, half
     spread gamma * sigma^2 * T / 2 + log(1 + gamma / k) / gamma, in ticks with sigma the
     per-step realized vol in ticks, q the inventory in units of max quote size and an
@@ -106,13 +106,16 @@ def obliged_quote(state: MarketState, params: MarketParams, obligation: Obligati
     m = _mid_ticks(state, params)
     ticks_per_bps = mid * 1e-4 / tick
     widest = 2.0 * params.agent.max_offset_ticks + 2.0
-    spread = jnp.where(obligation.max_spread_bps > 0, jnp.floor(obligation.max_spread_bps * ticks_per_bps + 1e-3), widest)
+    spread = jnp.where(obligation.max_spread_bps > 0,
+                       jnp.floor(obligation.max_spread_bps * ticks_per_bps + 1e-3), widest)
     spread = jnp.maximum(jnp.minimum(spread, widest), 2.0)
-    dist = jnp.where(obligation.max_distance_bps > 0, jnp.floor(obligation.max_distance_bps * ticks_per_bps + 1e-3), widest)
+    dist = jnp.where(obligation.max_distance_bps > 0,
+                     jnp.floor(obligation.max_distance_bps * ticks_per_bps + 1e-3), widest)
     bid = jnp.maximum(jnp.floor(m - spread / 2.0), jnp.ceil(m - dist))
     ask = jnp.minimum(bid + spread, jnp.floor(m + dist))
     bid, ask = jnp.minimum(bid, jnp.ceil(m) - 1.0), jnp.maximum(ask, jnp.floor(m) + 1.0)  # strictly around the mid
-    lots = jnp.ceil(obligation.min_size_notional / jnp.maximum(bid * tick, tick) - 1e-4)  # priced at the bid (lower side)
+    # priced at the bid (the lower side)
+    lots = jnp.ceil(obligation.min_size_notional / jnp.maximum(bid * tick, tick) - 1e-4)
     lots = jnp.maximum(lots, 1.0)
     binding = (jnp.asarray(obligation.active) == 1) & (jnp.asarray(obligation.presence_target) > 0)
     size = jnp.where(binding & due & ~state.agent.liquidated, jnp.minimum(lots, params.agent.max_quote_lots), 0.0)

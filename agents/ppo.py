@@ -324,7 +324,8 @@ def make_train(config: PPOConfig, env, env_params, constraint: Constraint | None
         data = {"obs": flat(traj.obs), "action": flat(traj.action), "logp": flat(traj.logp), "live": flat(traj.live),
                 "values": flat(traj.values), "adv": flat(adv), "targets": flat(targets)}
         key, k_up = jax.random.split(r["key"])
-        params, opt, stats = jax.vmap(update_seed)(r["params"], r["opt"], r["lagrange"], data, jax.random.split(k_up, S))
+        params, opt, stats = jax.vmap(update_seed)(r["params"], r["opt"], r["lagrange"], data,
+                                                   jax.random.split(k_up, S))
         live = jnp.maximum(traj.live.sum(axis=(0, 2)), 1.0)  # (S,)
         cost_rate = (traj.costs * traj.live[..., None]).sum(axis=(0, 2)) / live[:, None]  # (S, C) per live step
         lagrange = r["lagrange"]

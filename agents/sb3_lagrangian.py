@@ -50,7 +50,8 @@ class LagrangianCallback(BaseCallback):
 
     def _on_step(self) -> bool:
         costs = np.array([info.get("cost", 0.0) for info in self.locals["infos"]], np.float32)
-        self.locals["rewards"] -= (self.lam * costs).astype(self.locals["rewards"].dtype)  # in place: SB3 stores this array
+        # in place: SB3 stores this very array in its rollout buffer after on_step()
+        self.locals["rewards"] -= (self.lam * costs).astype(self.locals["rewards"].dtype)
         self._cost_sum += float(costs.sum())
         self._cost_steps += len(costs)
         return True

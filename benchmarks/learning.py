@@ -55,20 +55,22 @@ def train_maker(name: str, obligations: str, algo: str, args, out_dir: str) -> d
     res = ppo.train(config, env, params, constraint=constraint, logdir=os.path.join(out_dir, name), on_chunk=on_chunk,
                     component_names=COMPONENTS)
     p, norm = ppo.seed_slice(res.runner, 0)
-    meta = checkpoint.metadata_for("MarketMaker-v0", "calm", obligations, params.obligations, algo, env.shape, params, env,
-                                   seed=args.seed, env_steps=res.env_steps)
+    meta = checkpoint.metadata_for("MarketMaker-v0", "calm", obligations, params.obligations, algo, env.shape, params,
+                                   env, seed=args.seed, env_steps=res.env_steps)
     path = checkpoint.save(os.path.join(out_dir, f"{name}.npz"), p, norm, meta)
     m = res.metrics
+    lam = lambda i: {f"lambda/{c}": float(m["lagrange"][i, 0, k]) for k, c in enumerate(COMPONENTS)}  # noqa: E731
     curve = [{"update": i + 1, "env_steps": (i + 1) * config.rollout_steps(int(params.max_steps)) * config.num_envs,
               "reward_per_step": float(m["reward_per_step"][i, 0]), "compliant_rate": float(m["compliant_rate"][i, 0]),
-              **({f"lambda/{c}": float(m["lagrange"][i, 0, k]) for k, c in enumerate(COMPONENTS)} if constraint else {})}
+              **(lam(i) if constraint else {})}
              for i in range(0, len(m["reward_per_step"]), max(1, len(m["reward_per_step"]) // 12))]
     log(f"  {name}: {res.env_steps:,} steps in {res.seconds:.0f} s ({res.steps_per_second:,.0f} env-steps/s incl. "
         f"learning; compile {res.compile_seconds:.0f} s)")
     return {"name": name, "algo": algo, "obligations": obligations, "checkpoint": os.path.relpath(path, HERE),
             "env_steps": res.env_steps, "seconds": res.seconds, "compile_seconds": res.compile_seconds,
             "steps_per_second": res.steps_per_second, "curve": curve,
-            "lagrange_final": ({c: float(m["lagrange"][-1, 0, k]) for k, c in enumerate(COMPONENTS)} if constraint else None),
+            "lagrange_final": ({c: float(m["lagrange"][-1, 0, k]) for k, c in enumerate(COMPONENTS)}
+                               if constraint else None),
             "_params": (p, norm)}
 
 
@@ -77,7 +79,8 @@ def eval_all(scenario: str, obligations: str, trained: list[dict], args) -> dict
     out = {}
     for name in MAKERS:
         t = time.perf_counter()
-        out[name] = evaluate.evaluate(env, params, evaluate.heuristic(name), episodes=args.episodes, seed=args.eval_seed)
+        out[name] = evaluate.evaluate(env, params, evaluate.heuristic(name), episodes=args.episodes,
+                                      seed=args.eval_seed)
         log(f"  eval {name} on {scenario}/{obligations}: return {out[name].episode['return'].mean():.4f} "
             f"({time.perf_counter() - t:.0f} s)")
     for tr in trained:
@@ -225,7 +228,8 @@ def write_markdown(args, r: dict, calm_rows, mifid_rows, oct_rows) -> None:
         *[f"- vs {h}: {v['gap']:+.4f} [{v['ci95_low']:+.4f}, {v['ci95_high']:+.4f}] (n = {v['n']})"
           for h, v in g.items()],
         "",
-        ("**PPO's return beats both heuristics** (the CIs exclude 0)." if all(v["ci95_low"] > 0 for v in g.values()) else
+        ("**PPO's return beats both heuristics** (the CIs exclude 0)."
+         if all(v["ci95_low"] > 0 for v in g.values()) else
          "**PPO does not beat both heuristics with confidence on this run** (see the CIs): recorded as measured.")
         + f" Its peak inventory is {r['calm']['ppo-calm']['max_abs_inventory']:,.0f} lots, "
         f"{r['calm']['ppo-calm']['max_abs_inventory'] / max(r['calm']['fixed-spread']['max_abs_inventory'], 1):.1f}x "
@@ -258,7 +262,8 @@ def write_markdown(args, r: dict, calm_rows, mifid_rows, oct_rows) -> None:
         "",
         "## (d) On oct10 (under mifid): presence, P&L and inventory through the crash",
         "",
-        f"Crash window: steps {r['crash_window_steps'][0]}..{r['crash_window_steps'][1]} (shock start to 60 steps after "
+        f"Crash window: steps {r['crash_window_steps'][0]}..{r['crash_window_steps'][1]} "
+        "(shock start to 60 steps after "
         "the shock ends). P&L in USD over the episode; the last column is the P&L and the compliant fraction inside "
         "the crash window.",
         "",

@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -59,9 +58,11 @@ def main(argv: list[str] | None = None) -> dict:
         results[name] = evaluate.evaluate(env, params, pol, episodes=args.episodes, seed=args.eval_seed)
         log(f"  eval {name}: return {results[name].episode['return'].mean():.4f}")
     ppo_ret = results["ppo (penalized)"].episode["return"]
-    gaps = {h: evaluate.paired_gap(ppo_ret, results[h].episode["return"]) for h in ("fixed-spread", "avellaneda-stoikov")}
+    gaps = {h: evaluate.paired_gap(ppo_ret, results[h].episode["return"])
+            for h in ("fixed-spread", "avellaneda-stoikov")}
     rows = {name: {"return": ci(r.episode["return"])[0], "return_ci95": ci(r.episode["return"])[1],
-                   "pnl": float(r.episode["pnl"].mean()), "max_abs_inventory": float(r.episode["max_abs_inventory"].mean()),
+                   "pnl": float(r.episode["pnl"].mean()),
+                   "max_abs_inventory": float(r.episode["max_abs_inventory"].mean()),
                    "final_inventory": float(np.abs(r.episode["final_inventory"]).mean())}
             for name, r in results.items()}
     out = {"penalty": args.penalty, "env_steps": res.env_steps, "steps_per_second": res.steps_per_second,

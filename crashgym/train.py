@@ -36,7 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=1, help="JAX algos: independent seeds trained side by side; "
                    "the checkpoint keeps the best")
     p.add_argument("--num-envs", type=int, default=None, help="environments per seed (default 1024 JAX, 16 SB3)")
-    p.add_argument("--num-steps", type=int, default=None, help="rollout length per env (default 30 JAX, lowered to a divisor of the episode; 128 SB3)")
+    p.add_argument("--num-steps", type=int, default=None,
+                   help="rollout length per env (default 30 JAX, lowered to a divisor of the episode; 128 SB3)")
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--lagrange-lr", type=float, default=0.5, help="dual-ascent step of the Lagrange multipliers")
     p.add_argument("--no-lagrangian", action="store_true", help="sb3-ppo: ignore the obligation's costs")
@@ -61,7 +62,8 @@ def _progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
-                    TextColumn("return/ep {task.fields[ret]}  reward/step {task.fields[rps]}  cost/step {task.fields[cost]}"),
+                    TextColumn("return/ep {task.fields[ret]}  reward/step {task.fields[rps]}  "
+                               "cost/step {task.fields[cost]}"),
                     TimeElapsedColumn())
 
 
@@ -112,8 +114,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             constraint = ppo_lagrangian.constraint_for(ob, lr=args.lagrange_lr) if args.algo == "ppo-lag" else None
 
             def on_chunk(done: int, total: int, m: dict[str, Any]) -> None:
+                finished = np.isfinite(m["episode_return"]).any()
                 bar.update(task, total=total * args.seeds, completed=done * args.seeds,
-                           ret=_fmt(float(np.nanmean(m["episode_return"]))) if np.isfinite(m["episode_return"]).any() else "-",
+                           ret=_fmt(float(np.nanmean(m["episode_return"]))) if finished else "-",
                            rps=_fmt(float(np.mean(m["reward_per_step"][-1]))),
                            cost=_fmt(float(np.mean(m["cost_per_step"][-1]))))
 
@@ -154,7 +157,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     path = ckpt_mod.save(path, params, norm, meta)
     result_json = {"env": args.env, "scenario": scenario, "algo": args.algo, "steps": int(steps_done),
                    "steps_per_second": float(sps), "checkpoint": path, "obligations": obligations,
-                   "seeds": args.seeds if args.algo != "sb3-ppo" else 1, "logdir": logdir if args.algo != "sb3-ppo" else None,
+                   "seeds": args.seeds if args.algo != "sb3-ppo" else 1,
+                   "logdir": logdir if args.algo != "sb3-ppo" else None,
                    **extra}
     print(f"trained {args.algo} on {args.env}/{scenario} ({obligations}): {steps_done} steps per seed, "
           f"{sps:,.0f} env-steps/s; checkpoint {path}")

@@ -79,7 +79,8 @@ def test_de_risk_cuts_leverage_when_vol_spikes(market_batch):
     states, mp = market_batch
     calm = heuristics.de_risk_on_vol_target(jax.tree_util.tree_map(lambda x: x[0], states), mp)
     stressed = jax.tree_util.tree_map(lambda x: x[0], states)
-    stressed = stressed.replace(signals=stressed.signals.replace(realized_var=jnp.float32((10 * mp.flow.vol_per_step) ** 2)))
+    stressed_var = jnp.float32((10 * mp.flow.vol_per_step) ** 2)
+    stressed = stressed.replace(signals=stressed.signals.replace(realized_var=stressed_var))
     assert float(calm) == pytest.approx(3.0) and float(heuristics.de_risk_on_vol_target(stressed, mp)) == 0.0
 
 
@@ -117,5 +118,6 @@ def test_trader_heuristics_in_the_env():
 
 def test_run_with_the_obliged_heuristic(tmp_path):
     out = tmp_path / "run.json"
-    assert main(["run", "--scenario", "calm", "--seeds", "2", "--steps", "30", "--agent", "obliged", "--json", str(out)]) == 0
+    assert main(["run", "--scenario", "calm", "--seeds", "2", "--steps", "30", "--agent", "obliged",
+                 "--json", str(out)]) == 0
     assert np.isfinite(json.loads(out.read_text())["metrics"]["agent_return"]["mean"])

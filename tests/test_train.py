@@ -99,7 +99,8 @@ def test_checkpoint_round_trips_and_acts_the_same(lag_result, mifid_env, tmp_pat
     assert env2.shape == env.shape and params2.max_steps == params.max_steps
     np.testing.assert_array_equal(np.asarray(params2.obligations.presence_target), params.obligations.presence_target)
     obs = jax.random.normal(jax.random.key(0), (32, env.observation_space(params).shape[0]))
-    np.testing.assert_array_equal(np.asarray(ppo.act_deterministic(p, norm, obs)), np.asarray(checkpoint.act_fn(ck)(obs)))
+    np.testing.assert_array_equal(np.asarray(ppo.act_deterministic(p, norm, obs)),
+                                  np.asarray(checkpoint.act_fn(ck)(obs)))
     # and the evaluation through the rebuilt env gives the same episodes as the original policy
     a = evaluate.evaluate(env, params, evaluate.from_params(p, norm), episodes=2, seed=9, chunk=16)
     b = evaluate.evaluate(env2, params2, evaluate.from_checkpoint(ck), episodes=2, seed=9, chunk=16)
