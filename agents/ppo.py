@@ -14,6 +14,8 @@ Read top to bottom:
    updates. The environments of all seeds step as one flat batch (so the market's
    batch-level shortcuts, e.g. running ADL only when some market needs it, stay real
    branches); the networks and optimizers are ``vmap``-ed over seeds.
+   With several local devices the flat env batch is split over them (``crashgym.sharding``);
+   the networks are replicated.
 5. ``train``: the Python driver that calls ``train_chunk`` until the budget is spent and
    logs learning curves (CSV and TensorBoard event files) between chunks.
 
@@ -48,6 +50,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from crashgym import sharding
 
 Array = jax.Array
 Params = dict[str, Any]
@@ -234,6 +238,8 @@ def make_train(config: PPOConfig, env, env_params, constraint: Constraint | None
     lr = optax.linear_schedule(config.lr, 0.0, schedule_steps) if config.anneal_lr else config.lr
     optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr, eps=1e-5))
     reset_all = jax.vmap(env.reset, in_axes=(0, None))
+    # The flat env batch (seeds x envs) is split over all local devices; networks are replicated.
+    env_sharding = sharding.batch_sharding() if (S * N) % jax.local_device_count() == 0 else None
     per_seed = lambda x: x.reshape((S, N) + x.shape[1:])  # noqa: E731  flat env batch -> (seeds, envs, ...)
 
     def init(key: Array) -> dict:
@@ -260,6 +266,7 @@ def make_train(config: PPOConfig, env, env_params, constraint: Constraint | None
             jax.random.split(k_step, S * N), e["env_state"], action.reshape(S * N, act_dim), env_params)
         alive = e["alive"]
         live = alive.astype(jnp.float32)
+        obs, env_state = sharding.constrain((obs, env_state), env_sharding)
         e = {"key": key, "env_state": env_state, "obs": obs, "alive": alive & ~(term | trunc),
              "terminated": e["terminated"] | (alive & term),
              "return": e["return"] + live * reward, "cost": e["cost"] + live * info["cost"],
@@ -355,7 +362,7 @@ def make_train(config: PPOConfig, env, env_params, constraint: Constraint | None
     @jax.jit
     def train_chunk(runner: dict) -> tuple[dict, dict]:
         key, k_reset, k_env = jax.random.split(runner["key"], 3)
-        obs, env_state = reset_all(jax.random.split(k_reset, S * N), env_params)
+        obs, env_state = sharding.constrain(reset_all(jax.random.split(k_reset, S * N), env_params), env_sharding)
         zeros = jnp.zeros((S * N,), jnp.float32)
         e = {"key": k_env, "env_state": env_state, "obs": obs, "alive": jnp.ones((S * N,), bool),
              "terminated": jnp.zeros((S * N,), bool),

@@ -135,3 +135,38 @@ def test_cli_train_rejects_bad_input(tmp_path):
         main(["train", "--obligations", "nosuch", "--steps", "10", "--checkpoint", str(tmp_path / "x")])
     with pytest.raises(SystemExit, match="--steps must be >= 1"):
         main(["train", "--steps", "0"])
+
+
+def test_training_sharded_over_two_devices_matches_one(mifid_env, tmp_path):
+    """The env batch split over 2 forced host devices trains like one device: the first
+    rollout (before any update) is the same, and the final networks agree to float32
+    reduction-order noise."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    env, params = mifid_env
+    cfg = ppo.PPOConfig(num_envs=16, num_steps=8, total_steps=16 * 16, num_seeds=1, num_minibatches=4)
+    one = ppo.train(cfg, env, params)
+    out = tmp_path / "sharded.npz"
+    script = textwrap.dedent(f"""
+        import jax, numpy as np
+        assert jax.local_device_count() == 2, jax.devices()
+        import crashgym
+        from agents import ppo
+        env, params = crashgym.make("MarketMaker-v0", scenario="calm", obligations="mifid", shape={SHAPE!r})
+        cfg = ppo.PPOConfig(num_envs=16, num_steps=8, total_steps=16 * 16, num_seeds=1, num_minibatches=4)
+        r = ppo.train(cfg, env, params)
+        leaves = jax.tree_util.tree_leaves(r.runner["params"])
+        np.savez({str(out)!r}, reward=r.metrics["reward_per_step"], *[np.asarray(x) for x in leaves])
+    """)
+    root = Path(__file__).resolve().parent.parent
+    run_env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    subprocess.run([sys.executable, "-c", script], cwd=root, env=run_env, check=True, timeout=900)
+    sharded = np.load(out)
+    np.testing.assert_allclose(sharded["reward"][0], one.metrics["reward_per_step"][0], rtol=1e-5)
+    leaves = jax.tree_util.tree_leaves(one.runner["params"])
+    for i, leaf in enumerate(leaves):
+        np.testing.assert_allclose(sharded[f"arr_{i}"], np.asarray(leaf), rtol=1e-3, atol=1e-4)
