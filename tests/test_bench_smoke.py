@@ -73,7 +73,8 @@ def test_sharded_matches_unsharded(tiny: tuple[dict, Path], tmp_path: Path) -> N
     """The batch sharded over 2 host devices gives the same final states as one device."""
     payload, _ = tiny
     out = tmp_path / "sharded.json"
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2",
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     import jax
 

@@ -68,7 +68,8 @@ def test_sharded_batch_equals_unsharded(mixed, tmp_path: Path):
         info, _ = run_batch(shape, params, 7, params_axis=0, seed_ids=ids[:7], chunk=20)
         np.savez({str(out)!r}, **info)
     """)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2")
     env.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".jax_cache"))
     subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, check=True, timeout=600)
     sharded = np.load(out)

@@ -163,7 +163,8 @@ def test_training_sharded_over_two_devices_matches_one(mifid_env, tmp_path):
         np.savez({str(out)!r}, reward=r.metrics["reward_per_step"], *[np.asarray(x) for x in leaves])
     """)
     root = Path(__file__).resolve().parent.parent
-    run_env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    run_env = dict(os.environ, JAX_PLATFORMS="cpu",
+                   XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2")
     subprocess.run([sys.executable, "-c", script], cwd=root, env=run_env, check=True, timeout=900)
     sharded = np.load(out)
     np.testing.assert_allclose(sharded["reward"][0], one.metrics["reward_per_step"][0], rtol=1e-5)
