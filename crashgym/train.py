@@ -71,7 +71,15 @@ def _fmt(x: float) -> str:
     return "-" if x != x else f"{x:.4g}"  # NaN -> "-"
 
 
+# XLA:CPU's multi-threaded Eigen pool can wedge in the training loop with jax 0.10 (the
+# computation never finishes, the CPU idles); single-threaded Eigen avoids it. Only takes
+# effect when JAX has not started its backend yet, as is the case in a `crashgym train` process.
+NO_EIGEN_THREADS = "--xla_cpu_multi_thread_eigen=false"
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if NO_EIGEN_THREADS not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + NO_EIGEN_THREADS).strip()
     import numpy as np
 
     import crashgym
