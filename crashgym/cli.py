@@ -61,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     import jax
 
     from crashgym.config import ConfigError
-    from crashgym.metrics import episode_metrics, summarize
+    from crashgym.metrics import scenario_metrics, summarize
     from crashgym.rollout import run_batch
     from crashgym.scenarios import load_scenario
 
@@ -84,8 +84,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
         info, step_seconds = run_batch(sc.shape, sc.params, args.seeds, policy=policy, seed=args.seed,
                                        on_chunk=lambda done, total: bar.update(task, completed=done))
     p = sc.params
-    values = episode_metrics(info, shock_step=int(p.flow.shock_step), n_makers=sc.shape.n_makers,
-                             agent_capital=float(p.agent.capital), maker_capital=float(p.makers.capital))
+    values = scenario_metrics(info, sc.shape, p)
     summary = summarize(values)
     _table(f"crashgym run: {sc.name} ({args.seeds} seeds, agent {args.agent}, device {jax.devices()[0].platform})", summary)
     result = {"scenario": sc.name, "step_seconds": step_seconds, "seeds": args.seeds, "metrics": summary}

@@ -8,6 +8,7 @@ Input: a dict of numpy arrays shaped (steps, batch) as returned by stacking the 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -74,6 +75,13 @@ def episode_metrics(info: Mapping[str, np.ndarray], *, shock_step: int, n_makers
         "mm_exempt_share": np.asarray(info.get("mm_exempt", np.zeros_like(mark)), float).mean(axis=0),
         "mm_bankrupt": np.asarray(info.get("mm_bankrupt", np.zeros_like(mark)), float)[-1],
     }
+
+
+def scenario_metrics(info: Mapping[str, np.ndarray], shape: Any, params: Any) -> dict[str, np.ndarray]:
+    """`episode_metrics` with the shock step, maker count and capitals read from a scenario's
+    shape and (shared) params."""
+    return episode_metrics(info, shock_step=int(params.flow.shock_step), n_makers=shape.n_makers,
+                           agent_capital=float(params.agent.capital), maker_capital=float(params.makers.capital))
 
 
 def summarize(values: Mapping[str, np.ndarray], *, ci: bool = False) -> dict[str, dict[str, float]]:

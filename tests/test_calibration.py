@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from crashgym import stylized as st
-from crashgym.metrics import episode_metrics
+from crashgym.metrics import scenario_metrics
 from crashgym.rollout import run_batch
 from crashgym.scenarios import load_scenario
 
@@ -23,8 +23,7 @@ SEED = 2025
 def _run(name: str):
     sc = load_scenario(name)
     info, _ = run_batch(sc.shape, sc.params, SEEDS, seed=SEED, chunk=sc.shape.episode_steps)
-    metrics = episode_metrics(info, shock_step=int(sc.params.flow.shock_step), n_makers=sc.shape.n_makers,
-                              agent_capital=float(sc.params.agent.capital))
+    metrics = scenario_metrics(info, sc.shape, sc.params)
     return sc, info, metrics
 
 

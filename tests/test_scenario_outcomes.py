@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from crashgym.metrics import episode_metrics
+from crashgym.metrics import scenario_metrics
 from crashgym.rollout import run_batch
 from crashgym.scenarios import load_scenario
 
@@ -19,8 +19,7 @@ SEEDS = 8
 def _episode(name: str) -> dict[str, np.ndarray]:
     sc = load_scenario(name)
     info, _ = run_batch(sc.shape, sc.params, SEEDS, seed=123, chunk=sc.shape.episode_steps)
-    return episode_metrics(info, shock_step=int(sc.params.flow.shock_step), n_makers=sc.shape.n_makers,
-                           agent_capital=float(sc.params.agent.capital))
+    return scenario_metrics(info, sc.shape, sc.params)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 
 from crashgym import stylized as st
 from crashgym.impact import metaorder_impact
-from crashgym.metrics import episode_metrics
+from crashgym.metrics import scenario_metrics
 from crashgym.rollout import run_batch
 from crashgym.scenarios import load_scenario
 
@@ -25,8 +25,7 @@ IMPACT_SIZES = (60, 120, 240, 480, 960, 1920, 3840)  # lots over 30 steps (5 min
 def calm():
     sc = load_scenario("calm")
     info, _ = run_batch(sc.shape, sc.params, SEEDS, seed=SEED, chunk=sc.shape.episode_steps)
-    m = episode_metrics(info, shock_step=int(sc.params.flow.shock_step), n_makers=sc.shape.n_makers,
-                        agent_capital=float(sc.params.agent.capital))
+    m = scenario_metrics(info, sc.shape, sc.params)
     return sc, info, m
 
 
