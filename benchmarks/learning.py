@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
     with open(args.json, "w") as fh:
         json.dump(result, fh, indent=2)
     write_markdown(args, result, calm_rows, mifid_rows, oct_rows)
-    log(f"wrote {args.json} and {args.md} in {time.time() - t_start:.0f} s")
+    log(f"wrote {os.path.basename(args.json)} and {os.path.basename(args.md)} in {time.time() - t_start:.0f} s")
     return result
 
 

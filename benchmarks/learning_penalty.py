@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
                    "final_inventory": float(np.abs(r.episode["final_inventory"]).mean())}
             for name, r in results.items()}
     out = {"penalty": args.penalty, "env_steps": res.env_steps, "steps_per_second": res.steps_per_second,
-           "rows": rows, "gaps": gaps, "loadavg_start": load0, "loadavg_end": os.getloadavg(), "args": vars(args)}
+           "rows": rows, "gaps": gaps, "loadavg_start": load0, "loadavg_end": os.getloadavg(), "args": {k: v for k, v in vars(args).items() if k not in ("md", "json")}}
     with open(args.json, "w") as fh:
         json.dump(out, fh, indent=2)
     lines = [
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
     ]
     with open(args.md, "a") as fh:
         fh.write("\n".join(lines) + "\n")
-    log(f"appended to {args.md}, wrote {args.json}")
+    log(f"appended to {os.path.basename(args.md)}, wrote {os.path.basename(args.json)}")
     return out
 
 
