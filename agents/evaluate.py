@@ -93,7 +93,8 @@ def _advance(env, policy, episodes: int, chunk: int):
                                                                        env_params)
                 live = alive.astype(jnp.float32)
                 out = {"reward": reward * live, "cost": info["cost"] * live, "costs": info["costs"] * live[:, None],
-                       "compliant": info["compliant"] & alive, "equity": info["equity"], "position": info["position"],
+                       "compliant": info["compliant"] & alive, "equity": info["equity"], "reward_equity": info["reward_equity"],
+                       "position": info["position"],
                        "mark": info["market"]["mark_price"], "live": alive}
                 return (obs, state, alive & ~term), out
             return jax.lax.scan(body, carry, jax.random.split(key, chunk))
@@ -109,7 +110,8 @@ def evaluate(env, env_params, policy: BatchPolicy | tuple[BatchPolicy, dict], ep
     or a (policy, policy_params) pair (from_params, from_checkpoint).
 
     Per episode: return (sum of rewards), cost (sum of info["cost"]), presence (fraction of
-    live steps with a compliant quote), pnl (USD, equity change), max_abs_inventory (lots),
+    live steps with a compliant quote), pnl (USD, change of equity at the mark), pnl_exit (USD,
+    change of the reward's equity: at the exit price by default), max_abs_inventory (lots),
     final_inventory (lots), terminated (liquidated), violation_rate/<component> (fraction of
     live steps with that cost > 0); traces: equity, position, compliant, mark, reward."""
     policy, policy_params = policy if isinstance(policy, tuple) else (policy, None)
@@ -117,7 +119,7 @@ def evaluate(env, env_params, policy: BatchPolicy | tuple[BatchPolicy, dict], ep
     chunk = max(1, min(chunk, steps))
     keys = jax.random.split(jax.random.key(seed), episodes)
     obs, state = jax.jit(jax.vmap(env.reset, in_axes=(0, None)))(keys, env_params)
-    equity0 = np.asarray(state.prev_equity)
+    equity0 = np.asarray(state.prev_equity)  # flat at reset: mark and exit equity agree
     advance = _advance(env, policy, episodes, chunk)
     carry = (obs, state, jnp.ones(episodes, bool))
     pieces = []
@@ -136,6 +138,7 @@ def evaluate(env, env_params, policy: BatchPolicy | tuple[BatchPolicy, dict], ep
         "cost": tr["cost"].sum(0),
         "presence": tr["compliant"].sum(0) / n_live,
         "pnl": equity_end - equity0,
+        "pnl_exit": tr["reward_equity"][last, np.arange(episodes)] - equity0,
         "max_abs_inventory": (np.abs(tr["position"]) * live).max(0),
         "final_inventory": tr["position"][last, np.arange(episodes)].astype(float),
         "terminated": 1.0 - np.asarray(carry[2]).astype(float),

@@ -270,6 +270,11 @@ class AgentParams:
     max_offset_ticks: float = 20.0
     inventory_penalty: float = 0.0  # reward penalty per (inventory notional / capital)^2
     max_leverage: float = 10.0
+    # Reward equity values the position at its exit price (crashgym.envs.common.exit_equity):
+    # what closing it now with a market order would get, taker fee included. False: at the
+    # mark, which a maker quoting the touch of a thin book can move with its own orders.
+    value_at_exit: bool = True
+    max_inventory_lots: float = float("inf")  # MarketMaker risk limit: |position| after full fills
 
     def validate(self) -> None:
         require(self.capital > 0, "capital", "must be > 0")
@@ -277,6 +282,7 @@ class AgentParams:
         require(self.max_quote_lots > 0, "max_quote_lots", "must be > 0")
         require(self.max_offset_ticks >= 1, "max_offset_ticks", "must be >= 1")
         require(self.inventory_penalty >= 0, "inventory_penalty", "must be >= 0")
+        require(self.max_inventory_lots >= 0, "max_inventory_lots", "must be >= 0 (inf: no limit)")
         require(self.maintenance_margin < 1.0 / self.max_leverage, "maintenance_margin", "must be below initial margin 1 / max_leverage")
 
 

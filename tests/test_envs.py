@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 import crashgym
+from crashgym import book
 from crashgym.envs import EnvParams, LeveragedTrader, MarketMaker
+from crashgym.envs.common import book_totals, equity, exit_equity
 from crashgym.obligations import COMPONENTS, load_obligations
 
 SMALL = {"n_accounts": 128, "episode_steps": 12}
@@ -99,15 +101,70 @@ def test_withdrawal_breaks_obligation(mm):
     assert float(info["cost"]) == 0.0
 
 
-def test_reward_is_equity_change(mm):
+def exit_equity_reference(ms, params, n_levels: int) -> float:
+    """Close the agent's position by walking the other participants' volume level by level."""
+    bid, ask = book_totals(ms, n_levels, include_agent=False)
+    prices = np.asarray(book.ladder_prices(ms.book.center_tick, n_levels, params.market.book.tick_size), np.float64)
+    pos = int(ms.agent.position)
+    walk = zip(np.asarray(bid)[::-1], prices[::-1]) if pos > 0 else zip(np.asarray(ask), prices)
+    left, notional, far = abs(pos), 0.0, None
+    for volume, price in walk:
+        take = min(left, int(volume))
+        notional, left, far = notional + take * price, left - take, price
+    notional += left * far  # beyond the ladder: its far end
+    return float(ms.agent.cash) + np.sign(pos) * notional - params.market.agent.taker_fee * notional
+
+
+def _with_position(state, lots: int):
+    ag = state.market.agent
+    return state.replace(market=state.market.replace(agent=ag.replace(position=jnp.int32(lots))))
+
+
+def test_reward_is_change_of_exit_equity(mm):
     env, params, reset, step = mm
     _, state = reset(jax.random.key(3), params)
     _, s1, r, _, _, info = step(jax.random.key(4), state, jnp.array([-1.0, -1.0, 1.0, 1.0]), params)
     ag = s1.market.agent
     eq = float(ag.cash) + int(ag.position) * float(s1.market.signals.mark)
     assert float(info["equity"]) == pytest.approx(eq, rel=1e-6)
-    want = params.reward_scale * (eq - float(state.prev_equity)) / params.market.agent.capital
+    exit_eq = exit_equity_reference(s1.market, params, env.shape.n_levels)
+    assert float(info["reward_equity"]) == pytest.approx(exit_eq, rel=1e-6)
+    want = params.reward_scale * (exit_eq - float(state.prev_equity)) / params.market.agent.capital
     assert float(r) == pytest.approx(want, abs=1e-4)
+    # value_at_exit = False: the change of the marked-to-market equity.
+    at_mark = params.replace(market=params.market.replace(agent=params.market.agent.replace(value_at_exit=False)))
+    _, s1, r, _, _, info = step(jax.random.key(4), state, jnp.array([-1.0, -1.0, 1.0, 1.0]), at_mark)
+    assert float(info["reward_equity"]) == float(info["equity"])
+    want = params.reward_scale * (float(info["equity"]) - float(state.prev_equity)) / params.market.agent.capital
+    assert float(r) == pytest.approx(want, abs=1e-4)
+
+
+@pytest.mark.parametrize("lots", [0, 1, 7, -7, 300, -300, 10**6, -(10**6)])
+def test_exit_equity_walks_the_book(mm, lots):
+    env, params, reset, _ = mm
+    _, state = reset(jax.random.key(6), params)
+    ms = _with_position(state, lots).market
+    got = float(exit_equity(ms, params, env.shape.n_levels))
+    assert got == pytest.approx(exit_equity_reference(ms, params, env.shape.n_levels), rel=1e-6)
+    marked = float(equity(ms))
+    if lots != 0:  # closing through a book with a spread costs something: below the mark value
+        assert got < marked
+    else:
+        assert got == marked
+
+
+def test_inventory_limit_cuts_quote_sizes(mm):
+    env, params, reset, _ = mm
+    _, state = reset(jax.random.key(7), params)
+    limited = params.replace(market=params.market.replace(agent=params.market.agent.replace(max_inventory_lots=150.0)))
+    full = jnp.array([0.0, 0.0, 1.0, 1.0])  # max_quote_lots (200) a side
+    for pos, bid, ask in [(0, 150, 150), (100, 50, 200), (-140, 200, 10), (150, 0, 200), (400, 0, 200)]:
+        o = env.orders(_with_position(state, pos), full, limited)
+        assert (int(o.bid_size), int(o.ask_size)) == (bid, ask), pos
+    o = env.orders(state, full, params)  # no limit by default
+    assert (int(o.bid_size), int(o.ask_size)) == (200, 200)
+    with pytest.raises(ValueError, match="max_inventory_lots"):
+        crashgym.make("MarketMaker-v0", market={"agent": {"max_inventory_lots": -1.0}})
 
 
 def test_truncation_and_termination(mm):

@@ -72,7 +72,7 @@ class EnvState:
 
     market: MarketState
     time: Array  # int32 steps since reset
-    prev_equity: Array  # float32 agent equity after the previous step (USD)
+    prev_equity: Array  # float32 agent's reward equity (CrashEnv.reward_equity) after the previous step (USD)
     returns: Array  # float32 (N_RETURNS,) last mid log-returns divided by realized vol, newest last
     oi0: Array  # float32 open interest (lots, both sides) at reset
     liq_notional: Array  # float32 liquidated notional in the last step (USD)
@@ -116,21 +116,48 @@ def clean_obs(x: Array) -> Array:
     return jnp.clip(x, -OBS_BOUND, OBS_BOUND)
 
 
-def book_totals(ms: MarketState, n_levels: int) -> tuple[Array, Array]:
-    """Resting volume per ladder level (background + makers + agent), bid and ask (2L,)."""
+def book_totals(ms: MarketState, n_levels: int, include_agent: bool = True) -> tuple[Array, Array]:
+    """Resting volume per ladder level (background + makers [+ agent]), bid and ask (2L,)."""
     bk, mk, ag = ms.book, ms.makers, ms.agent
     n = 2 * n_levels
     idx = lambda t: book.tick_to_index(t, bk.center_tick, n_levels)  # noqa: E731
-    bid = (bk.bid_depth + book.one_hot_volume(idx(mk.bid_tick), mk.bid_size, n)
-           + book.one_hot_volume(idx(ag.bid_tick)[None], ag.bid_size[None], n))
-    ask = (bk.ask_depth + book.one_hot_volume(idx(mk.ask_tick), mk.ask_size, n)
-           + book.one_hot_volume(idx(ag.ask_tick)[None], ag.ask_size[None], n))
+    bid = bk.bid_depth + book.one_hot_volume(idx(mk.bid_tick), mk.bid_size, n)
+    ask = bk.ask_depth + book.one_hot_volume(idx(mk.ask_tick), mk.ask_size, n)
+    if include_agent:
+        bid = bid + book.one_hot_volume(idx(ag.bid_tick)[None], ag.bid_size[None], n)
+        ask = ask + book.one_hot_volume(idx(ag.ask_tick)[None], ag.ask_size[None], n)
     return bid, ask
 
 
 def equity(ms: MarketState) -> Array:
     """The agent's marked-to-market equity: cash + position * mark (USD)."""
     return ms.agent.cash + ms.agent.position.astype(jnp.float32) * ms.signals.mark
+
+
+def exit_equity(ms: MarketState, params: EnvParams, n_levels: int) -> Array:
+    """The agent's equity if it closed its whole position now with one market order (USD).
+
+    The order walks the other participants' resting volume from the touch outwards (a long
+    sells into the bids, a short buys the asks) and pays the taker fee on what it trades.
+    Lots beyond the ladder are valued at its far end: an approximation that is generous to
+    very large positions, since the model has no liquidity outside the ladder. This is the
+    liquidation value a risk desk would mark a market maker's inventory at; unlike the mark,
+    the agent cannot raise it by quoting the touch of a thin book.
+    """
+    ag = ms.agent
+    bid, ask = book_totals(ms, n_levels, include_agent=False)
+    prices = book.ladder_prices(ms.book.center_tick, n_levels, params.market.book.tick_size)
+    long_ = ag.position > 0
+    # Walk order: best price first (bids from the top of the ladder down, asks from the bottom up).
+    volume = jnp.where(long_, bid[::-1], ask).astype(jnp.float32)
+    price = jnp.where(long_, prices[::-1], prices)
+    lots = jnp.abs(ag.position).astype(jnp.float32)
+    through = book.prefix_sum(volume)
+    traded = jnp.clip(lots - (through - volume), 0.0, volume)
+    beyond = jnp.maximum(lots - through[-1], 0.0)
+    notional = jnp.sum(traded * price) + beyond * price[-1]
+    side = jnp.sign(ag.position).astype(jnp.float32)
+    return ag.cash + side * notional - params.market.agent.taker_fee * notional
 
 
 def realized_vol(ms: MarketState) -> Array:
@@ -212,7 +239,7 @@ class CrashEnv:
     name: str = "crashgym-env"
     OBS_NAMES: tuple[str, ...] = ()
     ACTION_NAMES: tuple[str, ...] = ()
-    DEFAULT_AGENT: dict[str, float] = {}  # AgentParams values crashgym.make uses unless overridden
+    DEFAULT_AGENT: dict[str, float | bool] = {}  # AgentParams values crashgym.make uses unless overridden
 
     def __init__(self, shape: MarketShape = MarketShape()):
         self.shape = shape
@@ -239,6 +266,11 @@ class CrashEnv:
         """Extra reward penalty (reward units). Default: none."""
         return jnp.float32(0.0)
 
+    def reward_equity(self, ms: MarketState, params: EnvParams) -> Array:
+        """The equity the reward is the change of (USD): at the exit price when
+        ``AgentParams.value_at_exit`` (the default), else at the mark."""
+        return jnp.where(params.market.agent.value_at_exit, exit_equity(ms, params, self.shape.n_levels), equity(ms))
+
     # Spaces and defaults.
     @property
     def default_params(self) -> EnvParams:
@@ -261,7 +293,7 @@ class CrashEnv:
         long_, short = open_interest(ms)
         z = jnp.float32(0.0)
         state = EnvState(
-            market=ms, time=jnp.int32(0), prev_equity=equity(ms), returns=jnp.zeros(N_RETURNS, jnp.float32),
+            market=ms, time=jnp.int32(0), prev_equity=self.reward_equity(ms, params), returns=jnp.zeros(N_RETURNS, jnp.float32),
             oi0=long_ + short, liq_notional=z, adl_notional=z, adl_lots=jnp.int32(0),
             ob=init_obligation_state(), presence=jnp.float32(1.0), window_left=jnp.float32(1.0),
         )
@@ -289,16 +321,18 @@ class CrashEnv:
                 params: EnvParams):
         ag = new_market.agent
         eq = equity(new_market)
+        reward_eq = self.reward_equity(new_market, params)
         capital = f32(params.market.agent.capital)
         ob_state, costs, compliant, presence, window_left, payment = self.obligations(state, orders, new_market, params)
-        reward = params.reward_scale * (eq - state.prev_equity) / capital - self.penalty(new_market, params) + payment
+        reward = (params.reward_scale * (reward_eq - state.prev_equity) / capital - self.penalty(new_market, params)
+                  + payment)
         adl_lots = minfo["agent_adl_lots"]
         ret = jnp.log(new_market.signals.mid / state.market.signals.mid)
         z = jnp.clip(ret / jnp.maximum(realized_vol(new_market), 1e-6), -OBS_BOUND, OBS_BOUND)
         z = jnp.nan_to_num(z, nan=0.0)
         time = state.time + 1
         new_state = EnvState(
-            market=strong(new_market), time=time, prev_equity=eq,
+            market=strong(new_market), time=time, prev_equity=reward_eq,
             returns=jnp.concatenate([state.returns[1:], z[None].astype(jnp.float32)]),
             oi0=state.oi0, liq_notional=f32(minfo["liquidated_notional"]), adl_notional=f32(minfo["adl_notional"]),
             adl_lots=adl_lots.astype(jnp.int32), ob=ob_state, presence=f32(presence), window_left=f32(window_left),
@@ -311,6 +345,7 @@ class CrashEnv:
             "costs": costs,
             "compliant": compliant,
             "equity": eq,
+            "reward_equity": reward_eq,
             "position": ag.position,
             "adl": new_state.adl_lots,
         }

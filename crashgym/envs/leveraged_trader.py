@@ -10,7 +10,9 @@ Capital: crashgym.make gives this env 10,000 USD of capital by default (10x is t
 whole ladder every step). Override with ``market={"agent": {"capital": ...}}``.
 
 Reward: ``reward_scale * (equity_t - equity_{t-1}) / capital`` (equity = cash + position *
-mark; fees, funding, liquidation and ADL included; default reward_scale 100).
+mark; fees, funding, liquidation and ADL included; default reward_scale 100). This env sets
+``value_at_exit = false`` (a taker's trading costs are paid when it trades); ``market={"agent":
+{"value_at_exit": True}}`` values its position at the exit price as MarketMaker-v0 does.
 Costs: all zero (no obligation applies to a taker); ``info["costs"]`` keeps the shape.
 Terminated when the agent is liquidated; truncated at ``params.max_steps``.
 
@@ -64,7 +66,7 @@ def adl_light(ms: MarketState, params: EnvParams) -> tuple[Array, Array]:
 class LeveragedTrader(CrashEnv):
     name = "LeveragedTrader-v0"
     ACTION_NAMES = ("target_leverage",)
-    DEFAULT_AGENT = {"capital": 10_000.0}
+    DEFAULT_AGENT = {"capital": 10_000.0, "value_at_exit": False}  # a taker's P&L at the mark, as exchanges show it
     OBS_NAMES = (
         "return_t-3", "return_t-2", "return_t-1", "return_t",
         "realized_vol",

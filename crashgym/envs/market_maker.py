@@ -11,12 +11,21 @@ Action: 4 floats in [-1, 1] (clipped to the box), ``(bid offset, ask offset, bid
 * size ``a`` -> ``round((a + 1) / 2 * max_quote_lots)`` lots; ``a == -1`` (or anything that
   rounds to 0 lots) means no quote on that side, so ``(-1, -1, -1, -1)`` is full withdrawal.
 
+* risk limit: each side's size is cut so that a full fill keeps ``|position| <=
+  max_inventory_lots`` (``AgentParams``; no limit by default).
+
 Quotes are re-sent every step; the exchange keeps the agent's queue position when the
 price is unchanged and the size not raised.
 
-Reward: ``reward_scale * (equity_t - equity_{t-1}) / capital`` with equity = cash + position
-* mark (fees, rebates, funding and liquidation included; default reward_scale 100, so 1.0
-= 1% of capital), minus ``inventory_penalty * (|position| * mark / capital)^2``, plus the
+Reward: ``reward_scale * (equity_t - equity_{t-1}) / capital`` (fees, rebates, funding and
+liquidation included; default reward_scale 100, so 1.0 = 1% of capital). Equity values the
+position at its exit price by default (``AgentParams.value_at_exit``): cash plus what a market
+order closing the position now would get from the other participants' resting orders, taker
+fee included (``crashgym.envs.common.exit_equity``). A maker quoting the touch of a thin book
+moves the mark with its own orders, so valuing a large inventory at the mark pays for
+accumulating it (the exploit ``benchmarks/LEARNING.md`` documents); the exit price does not.
+``value_at_exit = false`` gives ``cash + position * mark``. Then minus
+``inventory_penalty * (|position| * mark / capital)^2``, plus the
 obligation's payment adjustment (``payment = "penalty"``: ``-penalty_scale * sum(costs)``;
 ``"rebate"``: ``rebate_bps * 1e-4 * quoted notional``, the notional in the same units as the
 reward, i.e. ``reward_scale * notional / capital``; ``"cost"``: nothing, costs are in info).
@@ -79,6 +88,10 @@ class MarketMaker(CrashEnv):
         offset = jnp.round((action[:2] + 1.0) / 2.0 * ap.max_offset_ticks).astype(jnp.int32)
         lots = jnp.round((action[2:] + 1.0) / 2.0 * ap.max_quote_lots).astype(jnp.int32)
         lots = jnp.where(action[2:] <= -1.0, 0, jnp.maximum(lots, 0))
+        # Risk limit: a side's size never lets a full fill take |position| past the limit.
+        pos = state.market.agent.position.astype(jnp.float32)
+        room = jnp.maximum(jnp.stack([ap.max_inventory_lots - pos, ap.max_inventory_lots + pos]), 0.0)
+        lots = jnp.minimum(lots.astype(jnp.float32), room).astype(jnp.int32)
         bid_tick = jnp.ceil(mid_tick).astype(jnp.int32) - 1 - offset[0]
         ask_tick = jnp.floor(mid_tick).astype(jnp.int32) + 1 + offset[1]
         return AgentOrders(bid_tick=bid_tick, bid_size=lots[0], ask_tick=ask_tick, ask_size=lots[1],
