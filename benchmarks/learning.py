@@ -2,7 +2,7 @@
 benchmarks/LEARNING.md and benchmarks/learning.json.
 
     JAX_COMPILATION_CACHE_DIR=.jax_cache python benchmarks/learning.py            # full (tens of minutes on 2 cores)
-    JAX_COMPILATION_CACHE_DIR=.jax_cache python benchmarks/learning.py --steps 300000 --episodes 16   # quicker
+    JAX_COMPILATION_CACHE_DIR=.jax_cache python benchmarks/learning.py --steps 300000 --steps-mifid 300000 --episodes 16   # quicker
 
 (a) end-to-end JAX PPO env-steps/s on calm, learning included (target >= 50,000 on the
     2-core CPU), taken from the training run of (b);
@@ -42,11 +42,12 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.1f}] {msg}", flush=True)
 
 
-def train_maker(name: str, obligations: str, algo: str, args, out_dir: str) -> dict:
+def train_maker(name: str, obligations: str, algo: str, args, out_dir: str, steps: int) -> dict:
     env, params = crashgym.make("MarketMaker-v0", scenario="calm", obligations=obligations)
-    config = ppo.PPOConfig(num_envs=args.num_envs, num_steps=30, total_steps=args.steps, num_seeds=1, seed=args.seed)
+    config = ppo.PPOConfig(num_envs=args.num_envs, num_steps=30, total_steps=steps, num_seeds=1, seed=args.seed,
+                           ent_coef=args.ent_coef)
     constraint = ppo_lagrangian.constraint_for(params.obligations) if algo == "ppo-lag" else None
-    log(f"train {name}: {algo} on calm/{obligations}, {args.steps:,} steps x {args.num_envs} envs")
+    log(f"train {name}: {algo} on calm/{obligations}, {steps:,} steps x {args.num_envs} envs")
 
     def on_chunk(done, total, m):
         log(f"  {name}: {done:,}/{total:,} steps, reward/step {np.mean(m['reward_per_step'][-1]):.5f}, "
@@ -98,14 +99,16 @@ def ci(x: np.ndarray) -> tuple[float, float]:
 
 
 def summary_table(results: dict[str, evaluate.EvalResult], crash: bool = False) -> tuple[list[str], dict]:
-    rows = ["| agent | return (mean ± 95% CI) | P&L USD | presence | max abs inventory (lots) | final inventory | "
-            "violation rate spread / size / presence |" + (" P&L during the crash window |" if crash else ""),
-            "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if crash else "")]
+    rows = ["| agent | return (mean ± 95% CI) | P&L at exit USD | P&L at mark USD | presence | max abs inventory (lots) | "
+            "final inventory | violation rate spread / size / presence |"
+            + (" P&L at mark during the crash window |" if crash else ""),
+            "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if crash else "")]
     data = {}
     for name, r in results.items():
         e = r.episode
         m, h = ci(e["return"])
-        row = {"return": m, "return_ci95": h, "pnl": float(e["pnl"].mean()), "presence": float(e["presence"].mean()),
+        row = {"return": m, "return_ci95": h, "pnl": float(e["pnl"].mean()), "pnl_exit": float(e["pnl_exit"].mean()),
+               "presence": float(e["presence"].mean()),
                "max_abs_inventory": float(e["max_abs_inventory"].mean()),
                "final_inventory": float(np.abs(e["final_inventory"]).mean()),
                **{f"violation_rate/{c}": float(e[f"violation_rate/{c}"].mean()) for c in COMPONENTS}}
@@ -117,7 +120,7 @@ def summary_table(results: dict[str, evaluate.EvalResult], crash: bool = False) 
             row["crash_presence"] = float(r.trace["compliant"][lo:hi].mean())
             extra = f" {row['crash_pnl']:,.0f} (presence {row['crash_presence']:.2f}) |"
         data[name] = row
-        rows.append(f"| {name} | {m:.4f} ± {h:.4f} | {row['pnl']:,.0f} | {row['presence']:.3f} | "
+        rows.append(f"| {name} | {m:.4f} ± {h:.4f} | {row['pnl_exit']:,.0f} | {row['pnl']:,.0f} | {row['presence']:.3f} | "
                     f"{row['max_abs_inventory']:.0f} | {row['final_inventory']:.0f} | "
                     f"{row['violation_rate/spread']:.2f} / {row['violation_rate/size']:.2f} / "
                     f"{row['violation_rate/presence']:.2f} |" + extra)
@@ -129,8 +132,11 @@ CRASH_WINDOW = (0, 0)
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=3_000_000, help="env steps per trained maker")
+    ap.add_argument("--steps", type=int, default=20_000_000, help="env steps of the PPO maker trained on calm")
+    ap.add_argument("--steps-mifid", type=int, default=4_000_000,
+                    help="env steps of each maker trained under mifid (plain PPO and PPO-Lagrangian)")
     ap.add_argument("--num-envs", type=int, default=1024)
+    ap.add_argument("--ent-coef", type=float, default=0.0, help="PPO entropy bonus")
     ap.add_argument("--episodes", type=int, default=64, help="held-out evaluation episodes per agent")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-seed", type=int, default=1_000_003)
@@ -145,15 +151,15 @@ def main(argv: list[str] | None = None) -> dict:
     log(f"devices {jax.devices()}, cpu count {os.cpu_count()}")
 
     # (a) + (b): plain PPO on calm (no obligation)
-    ppo_calm = train_maker("ppo-calm", "none", "ppo", args, args.out)
+    ppo_calm = train_maker("ppo-calm", "none", "ppo", args, args.out, args.steps)
     log("evaluate on calm (held-out seeds)")
     calm = eval_all("calm", "none", [ppo_calm], args)
     gaps = {h: evaluate.paired_gap(calm["ppo-calm"].episode["return"], calm[h].episode["return"])
             for h in ("fixed-spread", "avellaneda-stoikov")}
 
     # (c): PPO vs PPO-Lagrangian under mifid
-    ppo_mifid = train_maker("ppo-mifid", "mifid", "ppo", args, args.out)
-    lag_mifid = train_maker("ppo-lag-mifid", "mifid", "ppo-lag", args, args.out)
+    ppo_mifid = train_maker("ppo-mifid", "mifid", "ppo", args, args.out, args.steps_mifid)
+    lag_mifid = train_maker("ppo-lag-mifid", "mifid", "ppo-lag", args, args.out, args.steps_mifid)
     log("evaluate on calm/mifid (held-out seeds)")
     mifid = eval_all("calm", "mifid", [ppo_calm, ppo_mifid, lag_mifid], args)
 
@@ -219,7 +225,9 @@ def write_markdown(args, r: dict, calm_rows, mifid_rows, oct_rows) -> None:
         "",
         "## (b) PPO market maker trained on calm vs heuristics (held-out seeds, calm, no obligation)",
         "",
-        "Return = sum over the episode of 100 x equity change / capital (1.0 = 1% of the 1M USD capital).",
+        "Return = sum over the episode of 100 x equity change / capital (1.0 = 1% of the 1M USD capital), with "
+        "the inventory valued at its exit price (walking the book, taker fee included: the env's default), so the "
+        "return is 100 x 'P&L at exit' / capital. 'P&L at mark' values the final inventory at the mark instead.",
         "",
         *calm_rows,
         "",
@@ -232,8 +240,8 @@ def write_markdown(args, r: dict, calm_rows, mifid_rows, oct_rows) -> None:
          if all(v["ci95_low"] > 0 for v in g.values()) else
          "**PPO does not beat both heuristics with confidence on this run** (see the CIs): recorded as measured.")
         + f" Its peak inventory is {r['calm']['ppo-calm']['max_abs_inventory']:,.0f} lots, "
-        f"{r['calm']['ppo-calm']['max_abs_inventory'] / max(r['calm']['fixed-spread']['max_abs_inventory'], 1):.1f}x "
-        "fixed-spread's: check whether the return is market making or a marked-to-market inventory bet.",
+        f"{r['calm']['ppo-calm']['max_abs_inventory'] / max(r['calm']['fixed-spread']['max_abs_inventory'], 1):.2f}x "
+        "fixed-spread's.",
         "",
         "Learning curve (reward per step, training batch):",
         "",
