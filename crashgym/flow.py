@@ -6,7 +6,7 @@
   towards the perp by spot arbitrage (`basis_pull`): the seeds' basis spiral.
 - Limit orders arrive around the mid with intensity decaying away from it and are
   cancelled at a constant rate (Cont-Stoikov-Talreja style, in expectation); optionally
-  the arrivals ramp up linearly from the mid first (a latent order book: square-root impact).
+  the arrivals ramp up linearly from the mid first (a latent order book).
 - Market orders are self-exciting (a discrete Hawkes intensity) with Pareto sizes.
 - Arbitrage flow buys the perp below the index and sells it above.
 - A concentrated holder (the OM collapse) sells into the book on a schedule that
@@ -86,9 +86,11 @@ def arrival_profile(dist: Array, flow: FlowParams) -> Array:
     Mastromatteo & Bouchaud 2015), whose density grows linearly away from the price. Liquidity
     that was waiting off-book is revealed as the price comes near it, and because arrivals
     follow the current mid, levels a metaorder consumed refill from that profile around the new
-    price. A linear (V-shaped) book costs Q ~ depth_slope * impact^2 / 2 to move the price, so
-    impact grows as sqrt(Q) while it stays inside the ramp. An approximation: the latent book's
-    reservation prices do not diffuse, and the ramp is cut off by the exponential decay.
+    price. A static linear (V-shaped) book costs Q ~ depth_slope * impact^2 / 2 to move the
+    price, so impact would grow as sqrt(Q) inside the ramp; in this market it does not (the
+    makers' quotes and the refill dominate: docs/scenarios.md, "Known limits"). An
+    approximation: the latent book's reservation prices do not diffuse, and the ramp is cut off
+    by the exponential decay.
     """
     ramp = jnp.where(flow.latent_levels > 0, jnp.clip(dist / jnp.maximum(flow.latent_levels, 1e-6), 0.0, 1.0), 1.0)
     return flow.limit_rate_lots * jnp.exp(-(dist - 0.5) / flow.limit_decay_levels) * ramp

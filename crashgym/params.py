@@ -73,7 +73,7 @@ class FlowParams:
     cancel_rate: float = 0.04
     # Latent order book (Toth et al. 2011, Donier et al. 2015): arrivals grow linearly with the
     # distance from the mid up to latent_levels, then follow the exponential decay; the
-    # stationary book is V-shaped near the price, which gives square-root impact. 0: off.
+    # stationary book is V-shaped near the price (square-root impact in a static book). 0: off.
     latent_levels: float = 0.0
     # Market orders: self-exciting intensity (lots per step per side) with Pareto sizes.
     market_rate_lots: float = 30.0
