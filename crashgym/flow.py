@@ -5,7 +5,8 @@
   tails), plus a scenario shock (news: drift and a volatility jump), and is pulled
   towards the perp by spot arbitrage (`basis_pull`): the seeds' basis spiral.
 - Limit orders arrive around the mid with intensity decaying away from it and are
-  cancelled at a constant rate (Cont-Stoikov-Talreja style, in expectation).
+  cancelled at a constant rate (Cont-Stoikov-Talreja style, in expectation); optionally
+  the arrivals ramp up linearly from the mid first (a latent order book).
 - Market orders are self-exciting (a discrete Hawkes intensity) with Pareto sizes.
 - Arbitrage flow buys the perp below the index and sells it above.
 - A concentrated holder (the OM collapse) sells into the book on a schedule that
@@ -76,6 +77,25 @@ def _rounded(expected: Array, u0: Array) -> Array:
     return jnp.floor(expected + u).astype(jnp.int32)
 
 
+def arrival_profile(dist: Array, flow: FlowParams) -> Array:
+    """Expected background limit lots arriving per step at `dist` levels from the mid (dist > 0).
+
+    Zero-intelligence arrivals decay exponentially away from the mid (e-folding
+    `limit_decay_levels`). With `latent_levels` > 0 they are also scaled by
+    min(dist / latent_levels, 1): the latent order book (Toth et al. 2011; Donier, Bonart,
+    Mastromatteo & Bouchaud 2015), whose density grows linearly away from the price. Liquidity
+    that was waiting off-book is revealed as the price comes near it, and because arrivals
+    follow the current mid, levels a metaorder consumed refill from that profile around the new
+    price. A static linear (V-shaped) book costs Q ~ depth_slope * impact^2 / 2 to move the
+    price, so impact would grow as sqrt(Q) inside the ramp; in this market it does not (the
+    makers' quotes and the refill dominate: docs/scenarios.md, "Known limits"). An
+    approximation: the latent book's reservation prices do not diffuse, and the ramp is cut off
+    by the exponential decay.
+    """
+    ramp = jnp.where(flow.latent_levels > 0, jnp.clip(dist / jnp.maximum(flow.latent_levels, 1e-6), 0.0, 1.0), 1.0)
+    return flow.limit_rate_lots * jnp.exp(-(dist - 0.5) / flow.limit_decay_levels) * ramp
+
+
 def limit_orders(
     bid: Array, ask: Array, mid_index: Array, best_bid: Array, best_ask: Array, u: Array, flow: FlowParams
 ) -> tuple[Array, Array, Array, Array]:
@@ -89,9 +109,8 @@ def limit_orders(
     j = jnp.arange(n, dtype=jnp.float32)
     dist_bid = mid_index - j
     dist_ask = j - mid_index
-    rate = flow.limit_rate_lots
-    exp_bid = jnp.where((dist_bid > 0) & (j < best_ask), rate * jnp.exp(-(dist_bid - 0.5) / flow.limit_decay_levels), 0.0)
-    exp_ask = jnp.where((dist_ask > 0) & (j > best_bid), rate * jnp.exp(-(dist_ask - 0.5) / flow.limit_decay_levels), 0.0)
+    exp_bid = jnp.where((dist_bid > 0) & (j < best_ask), arrival_profile(dist_bid, flow), 0.0)
+    exp_ask = jnp.where((dist_ask > 0) & (j > best_bid), arrival_profile(dist_ask, flow), 0.0)
     cancel_bid = jnp.minimum(_rounded(bid * flow.cancel_rate, u[2]), bid)
     cancel_ask = jnp.minimum(_rounded(ask * flow.cancel_rate, u[3]), ask)
     bid_kept = jnp.where(bid > 0, 1.0 - cancel_bid / jnp.maximum(bid, 1), 1.0)

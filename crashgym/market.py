@@ -133,7 +133,7 @@ class Market:
         tick = params.book.tick_size
         center = jnp.round(p0 / tick).astype(jnp.int32)
         dist = jnp.abs(jnp.arange(2 * L) - L + 0.5)
-        stationary = params.flow.limit_rate_lots * jnp.exp(-(dist - 0.5) / params.flow.limit_decay_levels) / jnp.maximum(params.flow.cancel_rate, 1e-3)
+        stationary = flow.arrival_profile(dist, params.flow) / jnp.maximum(params.flow.cancel_rate, 1e-3)
         depth = jnp.floor(stationary).astype(jnp.int32)
         bid = jnp.where(jnp.arange(2 * L) < L, depth, 0)
         ask = jnp.where(jnp.arange(2 * L) >= L, depth, 0)

@@ -71,6 +71,10 @@ class FlowParams:
     limit_rate_lots: float = 30.0  # expected lots arriving one level from the mid
     limit_decay_levels: float = 16.0  # e-folding distance of arrivals, in levels
     cancel_rate: float = 0.04
+    # Latent order book (Toth et al. 2011, Donier et al. 2015): arrivals grow linearly with the
+    # distance from the mid up to latent_levels, then follow the exponential decay; the
+    # stationary book is V-shaped near the price (square-root impact in a static book). 0: off.
+    latent_levels: float = 0.0
     # Market orders: self-exciting intensity (lots per step per side) with Pareto sizes.
     market_rate_lots: float = 30.0
     hawkes_excitation: float = 0.6  # branching ratio (< 1 for stability)
@@ -97,6 +101,7 @@ class FlowParams:
         require(self.limit_rate_lots >= 0, "limit_rate_lots", "must be >= 0")
         require(self.limit_decay_levels > 0, "limit_decay_levels", "must be > 0")
         require(0 <= self.cancel_rate <= 1, "cancel_rate", "must be in [0, 1]")
+        require(self.latent_levels >= 0, "latent_levels", "must be >= 0 (0: no latent ramp)")
         require(self.market_rate_lots >= 0, "market_rate_lots", "must be >= 0")
         require(0 <= self.hawkes_excitation < 1, "hawkes_excitation", "must be in [0, 1) (a stable Hawkes process)")
         require(0 <= self.hawkes_decay < 1, "hawkes_decay", "must be in [0, 1)")

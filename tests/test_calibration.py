@@ -51,7 +51,9 @@ def test_oct10_depth_collapses_below_5_percent(oct10):
     "depth back to 90% of pre-shock within ~35 min of the makers' return in 1 of 16 seeds (29.7 min); "
     "in the others the background book stays at a median 14% of its pre-shock depth to the episode's end: "
     "after the crash taker flow runs at 2-4x its pre-shock rate and one side is often empty; also the "
-    "pre-shock baseline includes the reset book, above the dynamic equilibrium (calm settles at ~0.86 of it)"))
+    "pre-shock baseline includes the reset book, above the dynamic equilibrium (calm settles at ~0.86 of it), "
+    "though a baseline of the last 15 pre-shock minutes changes the count by 0-2 seeds; makers carrying most "
+    "of the depth recover it but stop the cascade (docs/scenarios.md, Known limits)"))
 def test_oct10_depth_recovers_within_35_minutes_of_makers_return(oct10):
     sc, info, _ = oct10
     ev = st.timeline(info, shock_step=int(sc.params.flow.shock_step), n_makers=sc.shape.n_makers)

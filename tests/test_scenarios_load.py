@@ -64,6 +64,8 @@ def test_the_shipped_scenarios_exist():
               "holder_spot_impact": 1e-5}},
     # The oct10 shock with its rebound starting inside the smoke window.
     {"flow": {"shock_step": 0, "shock_steps": 4, "rebound_steps": 6, "rebound_drift_per_step": 0.01}},
+    # The latent-book ramp (a V-shaped background book) under the same shock.
+    {"flow": {"latent_levels": 8.0, "shock_step": 0, "shock_steps": 4, "rebound_steps": 6, "rebound_drift_per_step": 0.01}},
 ])
 def test_holder_and_rebound_conserve_positions_and_cash(overrides):
     """The holder's lots go through the background ledger like any background order."""
@@ -147,6 +149,7 @@ BAD_SCENARIOS = {
     "bad_liquidation_mode": ('[market.liquidation]\nmode = "partial"\n', "market.liquidation.mode"),
     "negative_fund": ("[market.liquidation]\ninsurance_fund = -1.0\n", "market.liquidation.insurance_fund"),
     "unstable_hawkes": ("[market.flow]\nhawkes_excitation = 1.0\n", "market.flow.hawkes_excitation"),
+    "negative_latent_ramp": ("[market.flow]\nlatent_levels = -1.0\n", "market.flow.latent_levels"),
     "probability_above_one": ("[market.accounts]\nlong_bias = 1.5\n", "market.accounts.long_bias"),
     "tiny_ladder": ("[shape]\nn_levels = 4\n", "n_levels"),
     "window_beyond_grid": ("[shape]\nn_buckets = 8\nbucket_window = 16\n", "bucket_window"),
@@ -223,3 +226,14 @@ def test_every_shipped_file_is_strict_clean():
             data = tomllib.loads(Path(configs_root() / kind / f"{name}.toml").read_text())
             assert data.get("schema_version") == 1, name
             assert set(data) <= {"schema_version", "description", "shape", "market"}, name
+
+
+def test_latent_ramp_makes_the_reset_book_v_shaped():
+    """With flow.latent_levels the reset book is the ramped stationary profile (arrivals / cancel
+    rate), growing linearly over the first latent_levels levels from the mid, as the arrivals do."""
+    sc = load_scenario("calm", overrides={"flow": {"latent_levels": 8.0}})
+    shape = MarketShape(**SMALL)
+    state = Market(shape).init(jax.random.key(0), sc.params)
+    ask = np.asarray(state.book.ask_depth)[shape.n_levels:shape.n_levels + 8]
+    assert (np.diff(ask) > 0).all()
+    assert ask[0] < 0.2 * ask[-1]
