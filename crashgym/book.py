@@ -91,6 +91,7 @@ class SweepFill:
     makers: Array  # int32 (n,) filled per maker
     agent: Array  # int32 filled from the agent's quote
     agent_ahead: Array  # int32 the agent's new queue position
+    filled: Array  # int32 (N,) filled per level, all owners together (walk order)
 
 
 def total_volume(side: SideQueue) -> Array:
@@ -99,15 +100,18 @@ def total_volume(side: SideQueue) -> Array:
     return side.background + one_hot_volume(side.maker_index, side.maker_size, n) + agent
 
 
-def sweep(side: SideQueue, lots: Array, walk_limit: Array) -> SweepFill:
+def sweep(side: SideQueue, lots: Array, walk_limit: Array, resting: Array | None = None) -> SweepFill:
     """A market order of `lots` walks `side` from the best price outwards.
 
     walk_limit (bool (N,)): levels the order may reach (the price band). What cannot
     be filled within it is left to the caller (IOC: the rest is cancelled or queued).
+    resting (int32 (N,), optional): `total_volume(side)` when the caller already keeps the
+    per-level totals (the market step does: a sweep only takes `filled` off them), so
+    the makers' and agent's quotes are not spread over the ladder again.
     """
     n = side.background.shape[-1]
     levels = jnp.arange(n)
-    resting = total_volume(side)
+    resting = total_volume(side) if resting is None else resting
     volume = jnp.where(walk_limit, resting, 0)
     volume_f = volume.astype(jnp.float32)
     before = prefix_sum(volume_f) - volume_f
@@ -145,6 +149,7 @@ def sweep(side: SideQueue, lots: Array, walk_limit: Array) -> SweepFill:
         makers=makers,
         agent=agent_fill,
         agent_ahead=agent_ahead,
+        filled=fill,
     )
 
 
