@@ -153,6 +153,27 @@ def sweep(side: SideQueue, lots: Array, walk_limit: Array, resting: Array | None
     )
 
 
+def sweep_moves(side: SideQueue, lots: Array, walk_limit: Array, resting: Array | None = None) -> Array:
+    """Whether `sweep` would change anything. False when it can fill nothing (no lots, or no
+    volume within the walk limit) and the agent's queue position needs no correction; then
+    `sweep` returns exactly `no_fill(side)` and a caller may skip the per-level work."""
+    n = side.background.shape[-1]
+    resting = total_volume(side) if resting is None else resting
+    reachable = jnp.any(walk_limit & (resting > 0))
+    at_ladder = (side.agent_index >= 0) & (side.agent_index < n)
+    queued_others = resting[jnp.clip(side.agent_index, 0, n - 1)] - side.agent_size
+    stale = (at_ladder & (side.agent_ahead > queued_others)) | (side.agent_ahead < 0)
+    return ((lots > 0) & reachable) | stale
+
+
+def no_fill(side: SideQueue) -> SweepFill:
+    """`sweep`'s result when `sweep_moves` is False: nothing filled, the agent's queue kept."""
+    zeros = jnp.zeros(side.background.shape, jnp.int32)
+    return SweepFill(lots=jnp.int32(0), notional=jnp.float32(0.0), last_price=jnp.float32(jnp.nan), background=zeros,
+                     makers=jnp.zeros(side.maker_size.shape, jnp.int32), agent=jnp.int32(0),
+                     agent_ahead=jnp.asarray(side.agent_ahead, jnp.int32), filled=zeros)
+
+
 def recentre(bid: Array, ask: Array, center_tick: Array, mid_index: Array, n_levels: int, recentre_levels: Array):
     """Shift the ladder so the mid sits at its centre once it has drifted far.
 

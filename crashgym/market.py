@@ -215,7 +215,8 @@ class Market:
     def step_batch(self, keys: Array, state: MarketState, orders: AgentOrders, params: MarketParams,
                    params_axis: int | None = None) -> tuple[MarketState, Info]:
         """`step` over a leading batch axis; params shared (params_axis=None) or batched (0)."""
-        trade = jax.vmap(self.trade, in_axes=(0, 0, 0, params_axis))
+        trade = jax.vmap(functools.partial(self.trade, batch_axis=_BATCH), in_axes=(0, 0, 0, params_axis),
+                         axis_name=_BATCH)
         state, aux = trade(keys, state, orders, params)
         need = jax.vmap(adl.needs_adl, in_axes=(0, params_axis))(state, params)
 
@@ -231,7 +232,11 @@ class Market:
         return jax.vmap(self.settle, in_axes=(0, 0, 0, 0, params_axis))(state, aux, adl_notional, adl_count, params)
 
     # ---------------------------------------------------------- stages 1 - 7
-    def trade(self, key: Array, state: MarketState, orders: AgentOrders, params: MarketParams) -> tuple[MarketState, Info]:
+    def trade(self, key: Array, state: MarketState, orders: AgentOrders, params: MarketParams,
+              batch_axis: str | None = None) -> tuple[MarketState, Info]:
+        """Stages 1-7. batch_axis: the name of the vmap axis when `step_batch` maps this over a
+        batch; then a liquidation round whose sweep would not touch the book in any market of the
+        batch skips the per-level work (a batch-level `lax.cond`, same results either way)."""
         sh = self.shape
         L, k = sh.n_levels, sh.turnover_slots
         tick = params.book.tick_size
@@ -359,8 +364,10 @@ class Market:
             lots, sells_side = liquidation.order_lots(engine, throttle_left, halted, params.liquidation)
             band = rules.within_band(prices, mark, params.rules)
             view = _side_queue(sells_side, bid, ask, mk, ag, center, prices, L)
-            fill = book.sweep(view, lots, jnp.where(sells_side, band[::-1], band),
-                              _walk_volume(sells_side, bid_total, ask_total))
+            walk_limit, resting = jnp.where(sells_side, band[::-1], band), _walk_volume(sells_side, bid_total, ask_total)
+            # Most rounds after the first find nothing to fill anywhere in the batch: skip them.
+            moves = _any_env(book.sweep_moves(view, lots, walk_limit, resting), batch_axis)
+            fill = jax.lax.cond(moves, book.sweep, lambda v, *_: book.no_fill(v), view, lots, walk_limit, resting)
             engine, fill_pnl = liquidation.settle_fill(engine, sells_side, fill.lots, fill.notional)
             ledger = ledger.replace(insurance_fund=ledger.insurance_fund + pnl + fill_pnl,
                                     traders_cash=ledger.traders_cash + taken_bv[0] - taken_bv[1])
@@ -487,6 +494,17 @@ class Market:
             "overflow_lots": ledger.overflow_lots,
         }
         return state, info
+
+
+_BATCH = "crashgym_batch"  # vmap axis name of `Market.step_batch`
+
+
+def _any_env(x: Array, batch_axis: str | None) -> Array:
+    """x for one market; inside `step_batch` (vmap axis `batch_axis`) whether x holds in any
+    market of the batch: an unbatched predicate, so a `lax.cond` on it stays a branch."""
+    if batch_axis is None:
+        return x
+    return jax.lax.psum(x.astype(jnp.int32), batch_axis) > 0
 
 
 def _no_adl(state: MarketState, params: MarketParams):
