@@ -356,8 +356,12 @@ class Market:
         liq_lots = jnp.int32(0)
         fund = ledger.insurance_fund
         for _ in range(sh.n_rounds):
-            ladder, engine, taken, taken_bv = liquidation.take_over_crossed(
-                ladder, engine, mark, sh.bucket_window, params.book.initial_price, params.liquidation)
+            crossed = _any_env(liquidation.any_crossed(ladder, mark, sh.bucket_window, params.book.initial_price,
+                                                       params.liquidation), batch_axis)
+            ladder, engine, taken, taken_bv = jax.lax.cond(
+                crossed, functools.partial(liquidation.take_over_crossed, window=sh.bucket_window,
+                                           initial_price=params.book.initial_price, liquidation=params.liquidation),
+                _no_take_over, ladder, engine, mark)
             taken_long = taken_long + taken[0] * mark
             taken_short = taken_short + taken[1] * mark
             engine, pnl = liquidation.cross_queues(engine)
@@ -505,6 +509,11 @@ def _any_env(x: Array, batch_axis: str | None) -> Array:
     if batch_axis is None:
         return x
     return jax.lax.psum(x.astype(jnp.int32), batch_axis) > 0
+
+
+def _no_take_over(ladder: LiquidationLadder, engine: Engine, mark: Array):
+    """`liquidation.take_over_crossed` when `liquidation.any_crossed` is False: nothing taken."""
+    return ladder, engine, jnp.zeros(2, jnp.int32), jnp.zeros(2, jnp.float32)
 
 
 def _no_adl(state: MarketState, params: MarketParams):

@@ -1,5 +1,6 @@
-"""The liquidation rounds' batch-level skip (book.sweep_moves / book.no_fill) and the per-level
-totals the market step keeps across sweeps (book.sweep's `resting`) change no result, bit for bit.
+"""The liquidation rounds' batch-level skips (book.sweep_moves / book.no_fill,
+liquidation.any_crossed) and the per-level totals the market step keeps across sweeps
+(book.sweep's `resting`) change no result, bit for bit.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crashgym import book
+from crashgym import book, liquidation
 from crashgym import market as market_mod
 from crashgym.market import Market, no_orders
 from crashgym.params import MarketParams
 from crashgym.types import MarketShape
 
-from test_core_reference import _side, side_queues
+from test_core_reference import LIQ, P0, W, _ladder, _mark, _run_take, _side, ladders, side_queues
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -54,6 +55,27 @@ def test_skipped_sweep_is_the_sweep(case, stale, empty, zero_lots):
         _assert_same(full, _no_fill(side))
     else:  # it says yes only when something changes
         assert int(full.lots) > 0 or int(full.agent_ahead) != int(side.agent_ahead)
+
+
+_crossed = jax.jit(liquidation.any_crossed, static_argnums=(2,))
+
+
+@SETTINGS
+@given(c=ladders(), near=st.booleans())
+def test_take_over_skipped_only_when_it_changes_nothing(c, near):
+    """any_crossed is False exactly when take_over_crossed takes nothing and changes nothing."""
+    if near:  # the mark just inside the frontier: the boundary case
+        c = dict(c, level=float(c["frontier"][0]) - 1.5 + (0.9 if c["level"] > c["frontier"][0] else 0.1))
+    lad, eng = _ladder(c)
+    new_lad, new_eng, taken, taken_bv = _run_take(lad, eng, c["level"])
+    changed = not all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in
+                      zip(jax.tree.leaves((lad, eng)), jax.tree.leaves((new_lad, new_eng))))
+    crossed = bool(_crossed(lad, _mark(c["level"]), W, jnp.float32(P0), LIQ))
+    if not crossed:
+        assert not changed
+        _assert_same((taken, taken_bv), (jnp.zeros(2, jnp.int32), jnp.zeros(2, jnp.float32)))
+    else:  # some bucket is taken over (its epoch bumped, even if it was empty)
+        assert changed
 
 
 STEPS = 80
