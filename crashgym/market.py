@@ -63,10 +63,21 @@ def _settle_makers(is_bid: Array, fill: book.SweepFill, bid: Array, ask: Array, 
 
     When the bid side was hit the resting owners bought; otherwise they sold.
     """
-    direction = jnp.where(is_bid, 1, -1)  # +1: resting owners bought
+    bid, ask = _take_background(is_bid, fill, bid, ask)
+    mk, ag, ledger = _settle_owners(is_bid, fill, mk, ag, ledger, tick_size, params)
+    return bid, ask, mk, ag, ledger
+
+
+def _take_background(is_bid: Array, fill: book.SweepFill, bid: Array, ask: Array) -> tuple[Array, Array]:
+    """The background orders a sweep filled leave the ladder (per level: integer lots)."""
     zi = jnp.where(is_bid, fill.background[::-1], fill.background)
-    bid = bid - jnp.where(is_bid, zi, 0)
-    ask = ask - jnp.where(is_bid, 0, zi)
+    return bid - jnp.where(is_bid, zi, 0), ask - jnp.where(is_bid, 0, zi)
+
+
+def _settle_owners(is_bid: Array, fill: book.SweepFill, mk: Makers, ag: Agent, ledger: Ledger, tick_size: Array,
+                   params: MarketParams) -> tuple[Makers, Agent, Ledger]:
+    """Positions, cash and fees of the resting owners a sweep filled (per owner, not per level)."""
+    direction = jnp.where(is_bid, 1, -1)  # +1: resting owners bought
     # Makers.
     mk_tick = jnp.where(is_bid, mk.bid_tick, mk.ask_tick)
     mk_notional = fill.makers * mk_tick.astype(jnp.float32) * tick_size
@@ -99,7 +110,7 @@ def _settle_makers(is_bid: Array, fill: book.SweepFill, bid: Array, ask: Array, 
         background_cash=ledger.background_cash - direction * zi_notional,
         fee_pool=ledger.fee_pool + jnp.sum(mk_fee) + ag_fee,
     )
-    return bid, ask, mk, ag, ledger
+    return mk, ag, ledger
 
 
 def _top_of_book(bid: Array, ask: Array, mk: Makers, ag: Agent, center: Array, n_levels: int):
@@ -355,6 +366,7 @@ class Market:
         taken_long = taken_short = jnp.float32(0.0)
         liq_lots = jnp.int32(0)
         fund = ledger.insurance_fund
+        bb, ba = _best(bid_total, ask_total)
         for _ in range(sh.n_rounds):
             crossed = liquidation.any_crossed(ladder, mark, sh.bucket_window, params.book.initial_price, params.liquidation)
             ladder, engine, taken, taken_bv = _unless_idle(
@@ -371,15 +383,16 @@ class Market:
             walk_limit, resting = jnp.where(sells_side, band[::-1], band), _walk_volume(sells_side, bid_total, ask_total)
             # Most rounds after the first find nothing to fill anywhere in the batch: skip them.
             moves = book.sweep_moves(view, lots, walk_limit, resting)
-            fill = _unless_idle(moves, batch_axis, book.sweep, lambda v, *_: book.no_fill(v), view, lots, walk_limit, resting)
+            fill, (bid, ask, bid_total, ask_total, bb, ba) = _unless_idle(
+                moves, batch_axis, _walk_book, _idle_book, sells_side, view, lots, walk_limit, resting,
+                (bid, ask, bid_total, ask_total, bb, ba))
             engine, fill_pnl = liquidation.settle_fill(engine, sells_side, fill.lots, fill.notional)
             ledger = ledger.replace(insurance_fund=ledger.insurance_fund + pnl + fill_pnl,
                                     traders_cash=ledger.traders_cash + taken_bv[0] - taken_bv[1])
-            bid, ask, mk, ag, ledger = _settle_makers(sells_side, fill, bid, ask, mk, ag, ledger, tick, params)
+            # Outside the branch: XLA:CPU would contract these float updates differently inside it.
+            mk, ag, ledger = _settle_owners(sells_side, fill, mk, ag, ledger, tick, params)
             throttle_left = throttle_left - fill.lots
             liq_lots = liq_lots + fill.lots
-            bid_total, ask_total = _take_fill(sells_side, fill, bid_total, ask_total)
-            bb, ba = _best(bid_total, ask_total)
             last = jnp.where(fill.lots > 0, fill.last_price, last)
             mid = _mid(bb, ba, center, L, tick, jnp.where(params.book.empty_side_last == 1, last, mid))
             mark = funding.mark_price(index, basis_ema, last, s.funding_rate, state.step, params.funding)
@@ -516,6 +529,23 @@ def _unless_idle(busy: Array, batch_axis: str | None, work: Callable, idle: Call
         return work(*operands)
     any_busy = jax.lax.psum(busy.astype(jnp.int32), batch_axis) > 0
     return jax.lax.cond(any_busy, work, idle, *operands)
+
+
+def _walk_book(is_bid: Array, view: book.SideQueue, lots: Array, walk_limit: Array, resting: Array, ladder: tuple
+               ) -> tuple[book.SweepFill, tuple]:
+    """A liquidation round's IOC order walks the book: (fill, (bid, ask, bid_total, ask_total,
+    best bid, best ask) after it). The per-level part of the round; the owners are booked after."""
+    bid, ask, bid_total, ask_total, _, _ = ladder
+    fill = book.sweep(view, lots, walk_limit, resting)
+    bid, ask = _take_background(is_bid, fill, bid, ask)
+    bid_total, ask_total = _take_fill(is_bid, fill, bid_total, ask_total)
+    return fill, (bid, ask, bid_total, ask_total, *_best(bid_total, ask_total))
+
+
+def _idle_book(is_bid: Array, view: book.SideQueue, lots: Array, walk_limit: Array, resting: Array, ladder: tuple
+               ) -> tuple[book.SweepFill, tuple]:
+    """`_walk_book` when `book.sweep_moves` is False: nothing filled, the book as it was."""
+    return book.no_fill(view), ladder
 
 
 def _no_take_over(ladder: LiquidationLadder, engine: Engine, mark: Array):
