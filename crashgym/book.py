@@ -91,6 +91,7 @@ class SweepFill:
     makers: Array  # int32 (n,) filled per maker
     agent: Array  # int32 filled from the agent's quote
     agent_ahead: Array  # int32 the agent's new queue position
+    filled: Array  # int32 (N,) filled per level, all owners together (walk order)
 
 
 def total_volume(side: SideQueue) -> Array:
@@ -99,15 +100,18 @@ def total_volume(side: SideQueue) -> Array:
     return side.background + one_hot_volume(side.maker_index, side.maker_size, n) + agent
 
 
-def sweep(side: SideQueue, lots: Array, walk_limit: Array) -> SweepFill:
+def sweep(side: SideQueue, lots: Array, walk_limit: Array, resting: Array | None = None) -> SweepFill:
     """A market order of `lots` walks `side` from the best price outwards.
 
     walk_limit (bool (N,)): levels the order may reach (the price band). What cannot
     be filled within it is left to the caller (IOC: the rest is cancelled or queued).
+    resting (int32 (N,), optional): `total_volume(side)` when the caller already keeps the
+    per-level totals (the market step does: a sweep only takes `filled` off them), so
+    the makers' and agent's quotes are not spread over the ladder again.
     """
     n = side.background.shape[-1]
     levels = jnp.arange(n)
-    resting = total_volume(side)
+    resting = total_volume(side) if resting is None else resting
     volume = jnp.where(walk_limit, resting, 0)
     volume_f = volume.astype(jnp.float32)
     before = prefix_sum(volume_f) - volume_f
@@ -145,7 +149,29 @@ def sweep(side: SideQueue, lots: Array, walk_limit: Array) -> SweepFill:
         makers=makers,
         agent=agent_fill,
         agent_ahead=agent_ahead,
+        filled=fill,
     )
+
+
+def sweep_moves(side: SideQueue, lots: Array, walk_limit: Array, resting: Array | None = None) -> Array:
+    """Whether `sweep` would change anything. False when it can fill nothing (no lots, or no
+    volume within the walk limit) and the agent's queue position needs no correction; then
+    `sweep` returns exactly `no_fill(side)` and a caller may skip the per-level work."""
+    n = side.background.shape[-1]
+    resting = total_volume(side) if resting is None else resting
+    reachable = jnp.any(walk_limit & (resting > 0))
+    at_ladder = (side.agent_index >= 0) & (side.agent_index < n)
+    queued_others = resting[jnp.clip(side.agent_index, 0, n - 1)] - side.agent_size
+    stale = (at_ladder & (side.agent_ahead > queued_others)) | (side.agent_ahead < 0)
+    return ((lots > 0) & reachable) | stale
+
+
+def no_fill(side: SideQueue) -> SweepFill:
+    """`sweep`'s result when `sweep_moves` is False: nothing filled, the agent's queue kept."""
+    zeros = jnp.zeros(side.background.shape, jnp.int32)
+    return SweepFill(lots=jnp.int32(0), notional=jnp.float32(0.0), last_price=jnp.float32(jnp.nan), background=zeros,
+                     makers=jnp.zeros(side.maker_size.shape, jnp.int32), agent=jnp.int32(0),
+                     agent_ahead=jnp.asarray(side.agent_ahead, jnp.int32), filled=zeros)
 
 
 def recentre(bid: Array, ask: Array, center_tick: Array, mid_index: Array, n_levels: int, recentre_levels: Array):

@@ -125,3 +125,16 @@ def take_over_account(position: Array, cash: Array, mark: Array, maintenance_mar
         bankrupt_value=engine.bankrupt_value + jnp.where(onehot, q * bp, 0.0),
     )
     return hit, jnp.where(hit, 0, position), jnp.where(hit, cash + position * bp, cash), engine
+
+
+def any_crossed(ladder: LiquidationLadder, mark: Array, window: int, initial_price: Array,
+                liquidation: LiquidationParams) -> Array:
+    """Whether `take_over_crossed` would take over any bucket (empty ones included: they change
+    epoch). When it would not, it returns its inputs unchanged and zero takings, so a caller may
+    skip it. Scalar work only: the window's nearest bucket to the mark decides."""
+    g = ladder.size.shape[1]
+    level = mark / (liquidation.bucket_width * initial_price) - 0.5
+    start = jnp.stack([jnp.clip(ladder.frontier[0] - window, 0, g - window), jnp.clip(ladder.frontier[1], 0, g - window)])
+    top_long = jnp.minimum(ladder.frontier[0], start[0] + window) - 1  # highest long bucket in the window
+    low_short = jnp.maximum(ladder.frontier[1], start[1])  # lowest short bucket in the window
+    return ((top_long >= start[0]) & (top_long > level)) | ((low_short < start[1] + window) & (low_short < level))

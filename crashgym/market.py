@@ -63,10 +63,21 @@ def _settle_makers(is_bid: Array, fill: book.SweepFill, bid: Array, ask: Array, 
 
     When the bid side was hit the resting owners bought; otherwise they sold.
     """
-    direction = jnp.where(is_bid, 1, -1)  # +1: resting owners bought
+    bid, ask = _take_background(is_bid, fill, bid, ask)
+    mk, ag, ledger = _settle_owners(is_bid, fill, mk, ag, ledger, tick_size, params)
+    return bid, ask, mk, ag, ledger
+
+
+def _take_background(is_bid: Array, fill: book.SweepFill, bid: Array, ask: Array) -> tuple[Array, Array]:
+    """The background orders a sweep filled leave the ladder (per level: integer lots)."""
     zi = jnp.where(is_bid, fill.background[::-1], fill.background)
-    bid = bid - jnp.where(is_bid, zi, 0)
-    ask = ask - jnp.where(is_bid, 0, zi)
+    return bid - jnp.where(is_bid, zi, 0), ask - jnp.where(is_bid, 0, zi)
+
+
+def _settle_owners(is_bid: Array, fill: book.SweepFill, mk: Makers, ag: Agent, ledger: Ledger, tick_size: Array,
+                   params: MarketParams) -> tuple[Makers, Agent, Ledger]:
+    """Positions, cash and fees of the resting owners a sweep filled (per owner, not per level)."""
+    direction = jnp.where(is_bid, 1, -1)  # +1: resting owners bought
     # Makers.
     mk_tick = jnp.where(is_bid, mk.bid_tick, mk.ask_tick)
     mk_notional = fill.makers * mk_tick.astype(jnp.float32) * tick_size
@@ -99,16 +110,39 @@ def _settle_makers(is_bid: Array, fill: book.SweepFill, bid: Array, ask: Array, 
         background_cash=ledger.background_cash - direction * zi_notional,
         fee_pool=ledger.fee_pool + jnp.sum(mk_fee) + ag_fee,
     )
-    return bid, ask, mk, ag, ledger
+    return mk, ag, ledger
 
 
 def _top_of_book(bid: Array, ask: Array, mk: Makers, ag: Agent, center: Array, n_levels: int):
     """Total resting volume per level and best bid / ask ladder indices."""
     n = 2 * n_levels
     idx = lambda t: book.tick_to_index(t, center, n_levels)  # noqa: E731
-    bid_total = bid + book.one_hot_volume(idx(mk.bid_tick), mk.bid_size, n) + book.one_hot_volume(idx(ag.bid_tick)[None], ag.bid_size[None], n)
-    ask_total = ask + book.one_hot_volume(idx(mk.ask_tick), mk.ask_size, n) + book.one_hot_volume(idx(ag.ask_tick)[None], ag.ask_size[None], n)
-    return bid_total, ask_total, book.best_bid_index(bid_total), book.best_ask_index(ask_total)
+    bid_total = bid + book.one_hot_volume(idx(mk.bid_tick), mk.bid_size, n) + _agent_volume(ag.bid_tick, ag.bid_size, center, n_levels)
+    ask_total = ask + book.one_hot_volume(idx(mk.ask_tick), mk.ask_size, n) + _agent_volume(ag.ask_tick, ag.ask_size, center, n_levels)
+    return bid_total, ask_total, *_best(bid_total, ask_total)
+
+
+def _agent_volume(tick: Array, size: Array, center: Array, n_levels: int) -> Array:
+    """The agent's quote on one side, spread over the ladder (int32 (2L,))."""
+    return book.one_hot_volume(book.tick_to_index(tick, center, n_levels)[None], size[None], 2 * n_levels)
+
+
+def _best(bid_total: Array, ask_total: Array) -> tuple[Array, Array]:
+    """Best bid / ask ladder indices from the per-level totals."""
+    return book.best_bid_index(bid_total), book.best_ask_index(ask_total)
+
+
+def _walk_volume(is_bid: Array, bid_total: Array, ask_total: Array) -> Array:
+    """Per-level totals of the side a sweep walks, in walk order (as `_side_queue` orders it)."""
+    return jnp.where(is_bid, bid_total[::-1], ask_total)
+
+
+def _take_fill(is_bid: Array, fill: book.SweepFill, bid_total: Array, ask_total: Array) -> tuple[Array, Array]:
+    """Per-level totals after a sweep: it took exactly `fill.filled` off the side it walked
+    (background, makers and agent together), so the totals need not be rebuilt from the quotes."""
+    bid_total = bid_total - jnp.where(is_bid, fill.filled[::-1], 0)
+    ask_total = ask_total - jnp.where(is_bid, 0, fill.filled)
+    return bid_total, ask_total
 
 
 def _mid(best_bid: Array, best_ask: Array, center: Array, n_levels: int, tick_size: Array, fallback: Array) -> Array:
@@ -192,7 +226,8 @@ class Market:
     def step_batch(self, keys: Array, state: MarketState, orders: AgentOrders, params: MarketParams,
                    params_axis: int | None = None) -> tuple[MarketState, Info]:
         """`step` over a leading batch axis; params shared (params_axis=None) or batched (0)."""
-        trade = jax.vmap(self.trade, in_axes=(0, 0, 0, params_axis))
+        trade = jax.vmap(functools.partial(self.trade, batch_axis=_BATCH), in_axes=(0, 0, 0, params_axis),
+                         axis_name=_BATCH)
         state, aux = trade(keys, state, orders, params)
         need = jax.vmap(adl.needs_adl, in_axes=(0, params_axis))(state, params)
 
@@ -208,7 +243,11 @@ class Market:
         return jax.vmap(self.settle, in_axes=(0, 0, 0, 0, params_axis))(state, aux, adl_notional, adl_count, params)
 
     # ---------------------------------------------------------- stages 1 - 7
-    def trade(self, key: Array, state: MarketState, orders: AgentOrders, params: MarketParams) -> tuple[MarketState, Info]:
+    def trade(self, key: Array, state: MarketState, orders: AgentOrders, params: MarketParams,
+              batch_axis: str | None = None) -> tuple[MarketState, Info]:
+        """Stages 1-7. batch_axis: the name of the vmap axis when `step_batch` maps this over a
+        batch; then a liquidation round whose sweep would not touch the book in any market of the
+        batch skips the per-level work (a batch-level `lax.cond`, same results either way)."""
         sh = self.shape
         L, k = sh.n_levels, sh.turnover_slots
         tick = params.book.tick_size
@@ -248,7 +287,10 @@ class Market:
         # 4. Background limit orders arrive and cancel.
         mid_index = s.mid / tick - (center - L)
         bid_total, ask_total, bb, ba = _top_of_book(bid, ask, mk, ag, center, L)
+        bid_quotes, ask_quotes = bid_total - bid, ask_total - ask  # makers' and agent's lots per level
         bid, ask, bid_kept, ask_kept = flow.limit_orders(bid, ask, mid_index, bb, ba, u[4:8], params.flow)
+        # From here on the per-level totals are kept up to date instead of rebuilt from the quotes.
+        bid_total, ask_total = bid + bid_quotes, ask + ask_quotes
         kept_at = lambda kept, t: kept[jnp.clip(book.tick_to_index(t, center, L), 0, 2 * L - 1)]  # noqa: E731
         ag = ag.replace(bid_ahead=jnp.floor(ag.bid_ahead * kept_at(bid_kept, ag.bid_tick)).astype(jnp.int32),
                         ask_ahead=jnp.floor(ag.ask_ahead * kept_at(ask_kept, ag.ask_tick)).astype(jnp.int32))
@@ -264,10 +306,14 @@ class Market:
         band = rules.within_band(prices, s.mark, params.rules)
         buy_req = jnp.where(open_, jnp.concatenate([zi_buy[None], plan.buy_lots(), ag_buy[None]]), 0)
         sell_req = jnp.where(open_, jnp.concatenate([zi_sell[None], plan.sell_lots(), ag_sell[None]]), 0)
-        buy_fill = book.sweep(_side_queue(jnp.bool_(False), bid, ask, mk, ag, center, prices, L), jnp.sum(buy_req), band)
+        buy_fill = book.sweep(_side_queue(jnp.bool_(False), bid, ask, mk, ag, center, prices, L), jnp.sum(buy_req), band,
+                              ask_total)
         bid, ask, mk, ag, ledger = _settle_makers(jnp.bool_(False), buy_fill, bid, ask, mk, ag, ledger, tick, params)
-        sell_fill = book.sweep(_side_queue(jnp.bool_(True), bid, ask, mk, ag, center, prices, L), jnp.sum(sell_req), band[::-1])
+        bid_total, ask_total = _take_fill(jnp.bool_(False), buy_fill, bid_total, ask_total)
+        sell_fill = book.sweep(_side_queue(jnp.bool_(True), bid, ask, mk, ag, center, prices, L), jnp.sum(sell_req), band[::-1],
+                               bid_total[::-1])
         bid, ask, mk, ag, ledger = _settle_makers(jnp.bool_(True), sell_fill, bid, ask, mk, ag, ledger, tick, params)
+        bid_total, ask_total = _take_fill(jnp.bool_(True), sell_fill, bid_total, ask_total)
 
         buys, buy_avg = _allocate(buy_req, buy_fill)
         sells, sell_avg = _allocate(sell_req, sell_fill)
@@ -301,7 +347,7 @@ class Market:
         )
 
         # 6. Mark price.
-        bid_total, ask_total, bb, ba = _top_of_book(bid, ask, mk, ag, center, L)
+        bb, ba = _best(bid_total, ask_total)
         last = jnp.where(sell_fill.lots > 0, sell_fill.last_price, jnp.where(buy_fill.lots > 0, buy_fill.last_price, s.last))
         mid = _mid(bb, ba, center, L, tick, jnp.where(params.book.empty_side_last == 1, last, s.mid))
         basis_ema = s.basis_ema + (mid - index - s.basis_ema) / params.funding.basis_ma_steps
@@ -311,29 +357,42 @@ class Market:
         engine = state.engine
         hit, ag_pos, ag_cash, engine = liquidation.take_over_account(ag.position, ag.cash, mark,
                                                                      params.agent.maintenance_margin, engine)
+        # A liquidated agent's quotes are cancelled: off the per-level totals too.
+        bid_total = bid_total - jnp.where(hit, _agent_volume(ag.bid_tick, ag.bid_size, center, L), 0)
+        ask_total = ask_total - jnp.where(hit, _agent_volume(ag.ask_tick, ag.ask_size, center, L), 0)
         ag = ag.replace(position=ag_pos, cash=ag_cash, liquidated=ag.liquidated | hit,
                         bid_size=jnp.where(hit, 0, ag.bid_size), ask_size=jnp.where(hit, 0, ag.ask_size))
         throttle_left = rules.throttle_lots(mark, params.rules)
         taken_long = taken_short = jnp.float32(0.0)
         liq_lots = jnp.int32(0)
         fund = ledger.insurance_fund
+        bb, ba = _best(bid_total, ask_total)
         for _ in range(sh.n_rounds):
-            ladder, engine, taken, taken_bv = liquidation.take_over_crossed(
-                ladder, engine, mark, sh.bucket_window, params.book.initial_price, params.liquidation)
+            crossed = liquidation.any_crossed(ladder, mark, sh.bucket_window, params.book.initial_price, params.liquidation)
+            ladder, engine, taken, taken_bv = _unless_idle(
+                crossed, batch_axis, functools.partial(liquidation.take_over_crossed, window=sh.bucket_window,
+                                                       initial_price=params.book.initial_price,
+                                                       liquidation=params.liquidation),
+                _no_take_over, ladder, engine, mark)
             taken_long = taken_long + taken[0] * mark
             taken_short = taken_short + taken[1] * mark
             engine, pnl = liquidation.cross_queues(engine)
             lots, sells_side = liquidation.order_lots(engine, throttle_left, halted, params.liquidation)
             band = rules.within_band(prices, mark, params.rules)
             view = _side_queue(sells_side, bid, ask, mk, ag, center, prices, L)
-            fill = book.sweep(view, lots, jnp.where(sells_side, band[::-1], band))
+            walk_limit, resting = jnp.where(sells_side, band[::-1], band), _walk_volume(sells_side, bid_total, ask_total)
+            # Most rounds after the first find nothing to fill anywhere in the batch: skip them.
+            moves = book.sweep_moves(view, lots, walk_limit, resting)
+            fill, (bid, ask, bid_total, ask_total, bb, ba) = _unless_idle(
+                moves, batch_axis, _walk_book, _idle_book, sells_side, view, lots, walk_limit, resting,
+                (bid, ask, bid_total, ask_total, bb, ba))
             engine, fill_pnl = liquidation.settle_fill(engine, sells_side, fill.lots, fill.notional)
             ledger = ledger.replace(insurance_fund=ledger.insurance_fund + pnl + fill_pnl,
                                     traders_cash=ledger.traders_cash + taken_bv[0] - taken_bv[1])
-            bid, ask, mk, ag, ledger = _settle_makers(sells_side, fill, bid, ask, mk, ag, ledger, tick, params)
+            # Outside the branch: XLA:CPU would contract these float updates differently inside it.
+            mk, ag, ledger = _settle_owners(sells_side, fill, mk, ag, ledger, tick, params)
             throttle_left = throttle_left - fill.lots
             liq_lots = liq_lots + fill.lots
-            _, _, bb, ba = _top_of_book(bid, ask, mk, ag, center, L)
             last = jnp.where(fill.lots > 0, fill.last_price, last)
             mid = _mid(bb, ba, center, L, tick, jnp.where(params.book.empty_side_last == 1, last, mid))
             mark = funding.mark_price(index, basis_ema, last, s.funding_rate, state.step, params.funding)
@@ -345,6 +404,8 @@ class Market:
                               ladder=ladder, engine=engine, ledger=ledger, signals=signals)
         aux = {
             "mid": mid,
+            "bid_total": bid_total,  # resting lots per level after the cascade (ADL moves no quotes)
+            "ask_total": ask_total,
             "prev_mark": s.mark,
             "taker_buy_lots": buy_fill.lots,
             "taker_sell_lots": sell_fill.lots,
@@ -368,7 +429,8 @@ class Market:
         tick = params.book.tick_size
         s, mk, ag, ledger, bk = state.signals, state.makers, state.agent, state.ledger, state.book
         mark, index, mid = s.mark, s.index, aux["mid"]
-        bid_total, ask_total, bb, ba = _top_of_book(bk.bid_depth, bk.ask_depth, mk, ag, bk.center_tick, L)
+        bid_total, ask_total = aux["bid_total"], aux["ask_total"]
+        bb, ba = _best(bid_total, ask_total)
         first = (bk.center_tick - L).astype(jnp.float32)
         best_bid = jnp.where(bb >= 0, (first + bb) * tick, jnp.nan)
         best_ask = jnp.where(ba < 2 * L, (first + ba) * tick, jnp.nan)
@@ -449,6 +511,46 @@ class Market:
             "overflow_lots": ledger.overflow_lots,
         }
         return state, info
+
+
+_BATCH = "crashgym_batch"  # vmap axis name of `Market.step_batch`
+
+
+def _unless_idle(busy: Array, batch_axis: str | None, work: Callable, idle: Callable, *operands: Any) -> Any:
+    """work(*operands), or idle(*operands) (the same result, cheaply, where `busy` is False)
+    when no market of the batch is busy.
+
+    Only inside `step_batch` (vmap axis `batch_axis`): there `busy` is summed over the batch
+    into one unbatched predicate, so the `lax.cond` stays a branch. Elsewhere (one market, or a
+    plain vmap of `step`, where a cond on a per-market predicate would become a select of both
+    branches, which XLA:CPU runs ~80x slower here) the work always runs.
+    """
+    if batch_axis is None:
+        return work(*operands)
+    any_busy = jax.lax.psum(busy.astype(jnp.int32), batch_axis) > 0
+    return jax.lax.cond(any_busy, work, idle, *operands)
+
+
+def _walk_book(is_bid: Array, view: book.SideQueue, lots: Array, walk_limit: Array, resting: Array, ladder: tuple
+               ) -> tuple[book.SweepFill, tuple]:
+    """A liquidation round's IOC order walks the book: (fill, (bid, ask, bid_total, ask_total,
+    best bid, best ask) after it). The per-level part of the round; the owners are booked after."""
+    bid, ask, bid_total, ask_total, _, _ = ladder
+    fill = book.sweep(view, lots, walk_limit, resting)
+    bid, ask = _take_background(is_bid, fill, bid, ask)
+    bid_total, ask_total = _take_fill(is_bid, fill, bid_total, ask_total)
+    return fill, (bid, ask, bid_total, ask_total, *_best(bid_total, ask_total))
+
+
+def _idle_book(is_bid: Array, view: book.SideQueue, lots: Array, walk_limit: Array, resting: Array, ladder: tuple
+               ) -> tuple[book.SweepFill, tuple]:
+    """`_walk_book` when `book.sweep_moves` is False: nothing filled, the book as it was."""
+    return book.no_fill(view), ladder
+
+
+def _no_take_over(ladder: LiquidationLadder, engine: Engine, mark: Array):
+    """`liquidation.take_over_crossed` when `liquidation.any_crossed` is False: nothing taken."""
+    return ladder, engine, jnp.zeros(2, jnp.int32), jnp.zeros(2, jnp.float32)
 
 
 def _no_adl(state: MarketState, params: MarketParams):
