@@ -279,7 +279,10 @@ class AgentParams:
     # what closing it now with a market order would get, taker fee included. False: at the
     # mark, which a maker quoting the touch of a thin book can move with its own orders.
     value_at_exit: bool = True
-    max_inventory_lots: float = float("inf")  # MarketMaker risk limit: |position| after full fills
+    # MarketMaker risk limit: |position| after full fills (lots; inf: none). 5,000 lots is ~0.5x
+    # the default capital at 100 USD: without a limit the maker can buy far more than the book
+    # could ever absorb and drag the whole market up with it (benchmarks/LEARNING.md).
+    max_inventory_lots: float = 5000.0
 
     def validate(self) -> None:
         require(self.capital > 0, "capital", "must be > 0")

@@ -161,7 +161,10 @@ def test_inventory_limit_cuts_quote_sizes(mm):
     for pos, bid, ask in [(0, 150, 150), (100, 50, 200), (-140, 200, 10), (150, 0, 200), (400, 0, 200)]:
         o = env.orders(_with_position(state, pos), full, limited)
         assert (int(o.bid_size), int(o.ask_size)) == (bid, ask), pos
-    o = env.orders(state, full, params)  # no limit by default
+    o = env.orders(_with_position(state, 4900), full, params)  # the default limit: 5,000 lots
+    assert (int(o.bid_size), int(o.ask_size)) == (100, 200)
+    unlimited = params.replace(market=params.market.replace(agent=params.market.agent.replace(max_inventory_lots=jnp.inf)))
+    o = env.orders(_with_position(state, 10**6), full, unlimited)
     assert (int(o.bid_size), int(o.ask_size)) == (200, 200)
     with pytest.raises(ValueError, match="max_inventory_lots"):
         crashgym.make("MarketMaker-v0", market={"agent": {"max_inventory_lots": -1.0}})

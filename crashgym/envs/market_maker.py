@@ -12,7 +12,7 @@ Action: 4 floats in [-1, 1] (clipped to the box), ``(bid offset, ask offset, bid
   rounds to 0 lots) means no quote on that side, so ``(-1, -1, -1, -1)`` is full withdrawal.
 
 * risk limit: each side's size is cut so that a full fill keeps ``|position| <=
-  max_inventory_lots`` (``AgentParams``; no limit by default).
+  max_inventory_lots`` (``AgentParams``; default 5,000 lots, ``inf`` for none).
 
 Quotes are re-sent every step; the exchange keeps the agent's queue position when the
 price is unchanged and the size not raised.
