@@ -220,8 +220,8 @@ def write_markdown(args, r: dict, calm_rows, mifid_rows, oct_rows) -> None:
         f"minibatches, over {th['env_steps']:,} steps ({th['seconds']:.0f} s; compile {th['compile_seconds']:.0f} s "
         f"apart). Target: >= 50,000. "
         + ("**Met.**" if th["steps_per_second"] >= 50_000 else
-           "**Not met on this run** (see the load average above: the 2 cores were shared; the core market step "
-           "alone measured ~50k env-steps/s at 1024 envs when this work started)."),
+           "**Not met on this run** (see the load average above: the 2 cores were shared; measure "
+           "`crashgym train` alone for the figure on an idle machine, as the hand-written reading below does)."),
         "",
         "## (b) PPO market maker trained on calm vs heuristics (held-out seeds, calm, no obligation)",
         "",
