@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from crashgym.types import pytree_dataclass
 
@@ -30,7 +31,7 @@ def prefix_sum(x: Array) -> Array:
     """
     n = x.shape[-1]
     if jnp.issubdtype(x.dtype, jnp.floating):
-        upper = jnp.triu(jnp.ones((n, n), x.dtype))
+        upper = np.triu(np.ones((n, n), x.dtype))  # a constant of the program, not rebuilt per call
         return jnp.matmul(x, upper, precision=jax.lax.Precision.HIGHEST)
     shift = 1
     while shift < n:

@@ -31,7 +31,7 @@ its ``_key`` mask (all True: every env reports every key every step).
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import gymnasium
 import jax
@@ -42,6 +42,7 @@ from gymnasium.vector.utils import batch_space
 
 from crashgym.envs.common import CrashEnv, EnvParams, EnvState
 from crashgym.make import make as make_functional
+from crashgym.packing import TreePacker
 
 __all__ = ["CrashGymEnv", "CrashGymVectorEnv", "ENV_IDS", "register_envs"]
 
@@ -145,60 +146,82 @@ class _History:
         self.adl.append(float(market.get("adl_notional", 0.0)))
 
 
-# Jitted functions are shared by every adapter with the same env class, shape (and
-# num_envs): a second env of the same kind does not compile again.
-_FNS: dict[tuple, tuple] = {}
+# Jitted functions are shared by every adapter with the same env class, shape, params
+# structure (and num_envs): a second env of the same kind does not compile again.
+_FNS: dict[tuple, "_Fns"] = {}
 
 
-def _single_fns(fenv: CrashEnv, params: EnvParams):
-    cache_key = ("single", type(fenv), fenv.shape)
+class _Fns(NamedTuple):
+    """The jitted calls of one adapter kind. Params (151 scalars), and the single env's
+    state (72 leaves), cross the jit boundary packed (`TreePacker`: one buffer per dtype):
+    each leaf costs a few microseconds per call on its own, more than half of a
+    single-env step before packing."""
+
+    reset: Callable
+    step: Callable
+    info: _InfoPacker
+    pack_params: Callable
+    pack_state: Callable
+    unpack_state: Callable
+
+
+def _signature(tree: Any) -> tuple:
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return treedef, tuple((leaf.shape, str(leaf.dtype)) for leaf in leaves)
+
+
+def _single_fns(fenv: CrashEnv, params: EnvParams) -> _Fns:
+    cache_key = ("single", type(fenv), fenv.shape, _signature(params))
     if cache_key in _FNS:
         return _FNS[cache_key]
-
-    def reset_fn(key, params):
-        key, sub = jax.random.split(key)
-        obs, state = fenv.reset(sub, params)
-        return key, state, obs
-
     key0 = jax.random.key(0)
-    _, st_shape, _ = jax.eval_shape(reset_fn, key0, params)
+    st_shape = jax.eval_shape(fenv.reset, key0, params)[1]
     act = jax.ShapeDtypeStruct(fenv.action_space(params).shape, jnp.float32)
     out = jax.eval_shape(lambda k, s, a, p: fenv.step(k, s, a, p)[2:], key0, st_shape, act, params)
-    packer = _InfoPacker(tuple(out), None)
+    info, state_p, params_p = _InfoPacker(tuple(out), None), TreePacker(st_shape), TreePacker(params)
 
-    def step_fn(key, state, action, params):
+    def reset_fn(key, params_bufs):
         key, sub = jax.random.split(key)
-        obs, state, reward, term, trunc, info = fenv.step(sub, state, action, params)
-        return key, state, obs, packer.pack((reward, term, trunc, info))
+        obs, state = fenv.reset(sub, params_p.unpack(params_bufs))
+        return key, state_p.pack(state), obs
 
-    _FNS[cache_key] = (jax.jit(reset_fn), jax.jit(step_fn), packer)
+    def step_fn(key, state_bufs, action, params_bufs):
+        key, sub = jax.random.split(key)
+        obs, state, reward, term, trunc, out = fenv.step(sub, state_p.unpack(state_bufs), action,
+                                                         params_p.unpack(params_bufs))
+        return key, state_p.pack(state), obs, info.pack((reward, term, trunc, out))
+
+    _FNS[cache_key] = _Fns(jax.jit(reset_fn), jax.jit(step_fn), info, jax.jit(params_p.pack),
+                           jax.jit(state_p.pack), jax.jit(state_p.unpack))
     return _FNS[cache_key]
 
 
-def _vector_fns(fenv: CrashEnv, params: EnvParams, num_envs: int):
+def _vector_fns(fenv: CrashEnv, params: EnvParams, num_envs: int) -> _Fns:
     """Per-env keys evolve exactly as the single env's do (split, use the second half), so
     env i of a vector env seeded s follows the single env seeded s + i, autoresets included."""
-    cache_key = ("vector", type(fenv), fenv.shape, num_envs)
+    cache_key = ("vector", type(fenv), fenv.shape, _signature(params), num_envs)
     if cache_key in _FNS:
         return _FNS[cache_key]
     split2 = jax.vmap(jax.random.split)
     reset_batch = jax.vmap(fenv.reset, in_axes=(0, None))
-
-    def reset_fn(keys, params):
-        ks = split2(keys)
-        obs, state = reset_batch(ks[:, 1], params)
-        return ks[:, 0], state, obs
-
     keys0 = jax.vmap(jax.random.key)(jnp.arange(num_envs))
-    _, st_shape, _ = jax.eval_shape(reset_fn, keys0, params)
+    st_shape = jax.eval_shape(reset_batch, keys0, params)[1]
     act = jax.ShapeDtypeStruct((num_envs,) + fenv.action_space(params).shape, jnp.float32)
     out = jax.eval_shape(lambda k, s, a, p: fenv.step_batch(k, s, a, p)[2:], keys0, st_shape, act, params)
-    packer = _InfoPacker(tuple(out), num_envs)
+    # The batched state stays a pytree: its per-leaf call cost is small beside a batched
+    # step, and packing it (a copy of every leaf) measured 2-3x slower at 1024 envs.
+    info, params_p = _InfoPacker(tuple(out), num_envs), TreePacker(params)
 
-    def step_fn(keys, state, action, params):
+    def reset_fn(keys, params_bufs):
+        ks = split2(keys)
+        obs, state = reset_batch(ks[:, 1], params_p.unpack(params_bufs))
+        return ks[:, 0], state, obs
+
+    def step_fn(keys, state, action, params_bufs):
+        params = params_p.unpack(params_bufs)
         ks = split2(keys)
         keys = ks[:, 0]
-        obs, state1, reward, term, trunc, info = fenv.step_batch(ks[:, 1], state, action, params)
+        obs, state1, reward, term, trunc, out = fenv.step_batch(ks[:, 1], state, action, params)
         done = term | trunc
 
         def with_reset(keys):
@@ -209,17 +232,50 @@ def _vector_fns(fenv: CrashEnv, params: EnvParams, num_envs: int):
                     jax.tree_util.tree_map(pick, state_r, state1))
 
         keys, obs_next, state_next = jax.lax.cond(jnp.any(done), with_reset, lambda k: (k, obs, state1), keys)
-        return keys, state_next, obs_next, obs, packer.pack((reward, term, trunc, info))
+        return keys, state_next, obs_next, obs, info.pack((reward, term, trunc, out))
 
-    _FNS[cache_key] = (jax.jit(reset_fn), jax.jit(step_fn), packer)
+    _FNS[cache_key] = _Fns(jax.jit(reset_fn), jax.jit(step_fn), info, jax.jit(params_p.pack), _same, _same)
     return _FNS[cache_key]
+
+
+def _same(x: Any) -> Any:
+    return x
 
 
 def _select(done: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.where(done.reshape(done.shape + (1,) * (a.ndim - 1)), a, b)
 
 
-class CrashGymEnv(gymnasium.Env):
+class _PackedAdapter:
+    """What both adapters share: the params packed once per `set_params`, the state kept
+    packed on the device between steps (`state` unpacks it on demand)."""
+
+    env: CrashEnv
+    _state_carry: Any = None  # the single env: packed buffers; the vector env: the EnvState
+
+    def _fns_for(self, params: EnvParams) -> _Fns:
+        raise NotImplementedError
+
+    def _bind(self, params: EnvParams) -> None:
+        self.params = _on_device(params)
+        self._fns = self._fns_for(self.params)
+        self._params_bufs = self._fns.pack_params(self.params)
+
+    @property
+    def state(self) -> EnvState | None:
+        """The current EnvState (batched for the vector env), or None before reset()."""
+        return None if self._state_carry is None else self._fns.unpack_state(self._state_carry)
+
+    @state.setter
+    def state(self, state: EnvState) -> None:
+        self._state_carry = self._fns.pack_state(state)
+
+    def set_params(self, params: EnvParams) -> None:
+        """Swap the (traced) parameters; no recompilation when their structure is unchanged."""
+        self._bind(params)
+
+
+class CrashGymEnv(_PackedAdapter, gymnasium.Env):
     """A crashgym functional env as a Gymnasium env (numpy in and out, one jitted call per step)."""
 
     metadata = {"render_modes": RENDER_MODES, "render_fps": 10}
@@ -228,15 +284,14 @@ class CrashGymEnv(gymnasium.Env):
                  params: EnvParams | None = None, **kwargs: Any):
         if render_mode is not None and render_mode not in RENDER_MODES:
             raise ValueError(f"render_mode must be one of {RENDER_MODES} or None, got {render_mode!r}")
-        self.env, self.params = _build(env_id, env, params, kwargs)
+        self.env, params = _build(env_id, env, params, kwargs)
+        self._bind(params)
         self.env_id = self.env.name
         self.render_mode = render_mode
         self.action_space = _to_gym_box(self.env.action_space(self.params))
         self.observation_space = _to_gym_box(self.env.observation_space(self.params))
         self._action_shape = self.action_space.shape
-        self._reset, self._step, self._packer = _single_fns(self.env, self.params)
         self._key: jax.Array | None = None
-        self.state: EnvState | None = None
         self._history = _History()
         self._last_info: dict[str, Any] = {}
 
@@ -247,19 +302,19 @@ class CrashGymEnv(gymnasium.Env):
             self._key = jax.random.key(int(seed))
         elif self._key is None:
             self._key = jax.random.key(int(self.np_random.integers(0, 2**31 - 1)))
-        self._key, self.state, obs = self._reset(self._key, self.params)
+        self._key, self._state_carry, obs = self._fns.reset(self._key, self._params_bufs)
         self._history.clear()
         self._last_info = {}
         return np.array(obs), {}
 
     def step(self, action: Any):
-        if self.state is None:
+        if self._state_carry is None:
             raise RuntimeError("call reset() before step()")
         a = _check_action(action, self._action_shape, batched=False)
-        self._key, self.state, obs, packed = self._step(self._key, self.state, a, self.params)
+        self._key, self._state_carry, obs, packed = self._fns.step(self._key, self._state_carry, a, self._params_bufs)
         obs, packed = jax.device_get((obs, packed))
         obs = np.array(obs)  # writable
-        reward, term, trunc, info = self._packer.unpack(packed)
+        reward, term, trunc, info = self._fns.info.unpack(packed)
         if self.render_mode is not None:
             self._history.add(info["market"])
             self._last_info = info
@@ -271,20 +326,18 @@ class CrashGymEnv(gymnasium.Env):
             return None
         from crashgym import render as render_mod
 
-        if self.state is None:
+        if self._state_carry is None:
             raise RuntimeError("call reset() before render()")
         state = jax.device_get(self.state)
         if self.render_mode == "ansi":
             return render_mod.ansi(self.env, state, self.params, self._last_info)
         return render_mod.rgb_array(self.env, state, self.params, self._history, self._last_info)
 
-    # -------------------------------------------------------------- helpers
-    def set_params(self, params: EnvParams) -> None:
-        """Swap the (traced) parameters; no recompilation when the structure is unchanged."""
-        self.params = _on_device(params)
+    def _fns_for(self, params: EnvParams) -> _Fns:
+        return _single_fns(self.env, params)
 
 
-class CrashGymVectorEnv(VectorEnv):
+class CrashGymVectorEnv(_PackedAdapter, VectorEnv):
     """``num_envs`` crashgym envs stepped by one jit(step_batch) call with same-step autoreset."""
 
     metadata = {"render_modes": RENDER_MODES, "render_fps": 10, "autoreset_mode": AutoresetMode.SAME_STEP}
@@ -295,18 +348,17 @@ class CrashGymVectorEnv(VectorEnv):
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
         if render_mode is not None and render_mode not in RENDER_MODES:
             raise ValueError(f"render_mode must be one of {RENDER_MODES} or None, got {render_mode!r}")
-        self.env, self.params = _build(env_id, env, params, kwargs)
-        self.env_id = self.env.name
+        self.env, params = _build(env_id, env, params, kwargs)
         self.num_envs = num_envs
+        self._bind(params)
+        self.env_id = self.env.name
         self.render_mode = render_mode
         self.single_action_space = _to_gym_box(self.env.action_space(self.params))
         self.single_observation_space = _to_gym_box(self.env.observation_space(self.params))
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self._action_shape = (num_envs,) + self.single_action_space.shape
-        self._reset, self._step, self._packer = _vector_fns(self.env, self.params, num_envs)
         self._key: jax.Array | None = None
-        self.state: EnvState | None = None
         self._all = np.ones(num_envs, bool)
         self._history = _History()
         self._last_info: dict[str, Any] = {}
@@ -325,7 +377,7 @@ class CrashGymVectorEnv(VectorEnv):
         elif self._key is None:
             base = int(np.random.default_rng().integers(0, 2**31 - 1 - self.num_envs))
             self._key = jax.vmap(jax.random.key)(jnp.arange(base, base + self.num_envs, dtype=jnp.uint32))
-        self._key, self.state, obs = self._reset(self._key, self.params)
+        self._key, self._state_carry, obs = self._fns.reset(self._key, self._params_bufs)
         self._history.clear()
         return np.array(obs), {}
 
@@ -337,13 +389,14 @@ class CrashGymVectorEnv(VectorEnv):
         return out
 
     def step(self, actions: Any):
-        if self.state is None:
+        if self._state_carry is None:
             raise RuntimeError("call reset() before step()")
         a = _check_action(actions, self._action_shape, batched=True)
-        self._key, self.state, obs, final_obs, packed = self._step(self._key, self.state, a, self.params)
+        self._key, self._state_carry, obs, final_obs, packed = self._fns.step(self._key, self._state_carry, a,
+                                                                             self._params_bufs)
         obs, packed = jax.device_get((obs, packed))
         obs = np.array(obs)  # writable
-        reward, term, trunc, raw = self._packer.unpack(packed)
+        reward, term, trunc, raw = self._fns.info.unpack(packed)
         info = self._masked(raw, self._all)
         done = term | trunc
         if done.any():
@@ -363,7 +416,7 @@ class CrashGymVectorEnv(VectorEnv):
 
     def render(self):
         """The first env's frame (rgb_array) or text (ansi)."""
-        if self.render_mode is None or self.state is None:
+        if self.render_mode is None or self._state_carry is None:
             return None
         from crashgym import render as render_mod
 
@@ -372,9 +425,8 @@ class CrashGymVectorEnv(VectorEnv):
             return render_mod.ansi(self.env, state, self.params, self._last_info)
         return render_mod.rgb_array(self.env, state, self.params, self._history, self._last_info)
 
-    def set_params(self, params: EnvParams) -> None:
-        """Swap the (traced) parameters, shared by all envs; no recompilation."""
-        self.params = _on_device(params)
+    def _fns_for(self, params: EnvParams) -> _Fns:
+        return _vector_fns(self.env, params, self.num_envs)
 
 
 def make_env(**kwargs: Any) -> CrashGymEnv:
