@@ -11,8 +11,9 @@ Candidates: every leveraged account, every background maker and the agent (any h
 can be ADL-ed); the unleveraged background crowd is not ranked. Positions close at the
 queue's bankruptcy price, or at the mark when `adl_at_mark` (Hyperliquid).
 
-Ranking needs every account, so this stage is O(accounts); it is cheap to skip: the
-batched step runs it only when some market in the batch needs it.
+Ranking needs every account, so this stage is O(accounts); it is cheap to skip: the step
+runs it only where `needs_adl` and `has_counterparty` hold, and the batched step gathers
+those markets into a sub-batch.
 """
 
 from __future__ import annotations
@@ -32,6 +33,20 @@ def needs_adl(state: MarketState, params: MarketParams) -> Array:
     floor = jnp.maximum(state.ledger.fund_peak * (1.0 - params.liquidation.adl_drawdown), 0.0)
     queued = jnp.sum(state.engine.size) > 0
     return queued & (state.ledger.insurance_fund <= floor) & (state.signals.halt_left == 0)
+
+
+def has_counterparty(state: MarketState) -> Array:
+    """Whether some live position on the side ADL would close is in profit: the candidates
+    `adl_scores` ranks (it also drops non-finite scores, so this is a superset and skipping
+    ADL where it is False never changes a result). Where it is False ADL closes nothing and
+    the queue waits for the book, so the O(accounts) ranking can be skipped.
+    """
+    acc, makers, agent, mark = state.accounts, state.makers, state.agent, state.signals.mark
+    want = jnp.where(state.engine.size[0] > 0, -1, 1)  # a long queue is closed against shorts
+    in_profit = lambda side, entry: (side == want) & (want * (mark - entry) > 0)  # noqa: E731
+    return (jnp.any(in_profit(acc.side, acc.entry) & alive(acc, state.ladder))
+            | jnp.any(in_profit(jnp.sign(makers.inventory), makers.entry))
+            | in_profit(jnp.sign(agent.position), agent.entry))
 
 
 def adl_scores(rule: Array, direction: Array, size: Array, entry: Array, equity: Array, wallet: Array, mmr: Array, mark: Array) -> Array:
