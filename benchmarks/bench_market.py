@@ -455,8 +455,9 @@ def profile_ablations(num_envs: int, length: int, repeats: int, which: list[str]
 
 
 def profile_adl_frequency(num_envs: int, batches: tuple[int, ...] = (64, 1024, 4096)) -> dict[str, Any]:
-    """Per step of an oct10 episode: share of envs that ran ADL (adl_count > 0) or still need it after the step."""
-    from crashgym import adl
+    """Per step of an oct10 episode: share of envs that ran ADL (adl_count > 0) or would run it
+    on the state after the step (due and with a profitable counterparty: market._runs_adl)."""
+    from crashgym.market import _runs_adl
 
     market, params = _scenario()
     steps = market.shape.episode_steps
@@ -468,7 +469,7 @@ def profile_adl_frequency(num_envs: int, batches: tuple[int, ...] = (64, 1024, 4
             s, k = carry
             k, sub = jax.random.split(k)
             s, info = market.step_batch(jax.random.split(sub, num_envs), s, orders, params)
-            need = jax.vmap(adl.needs_adl, in_axes=(0, None))(s, params)
+            need = jax.vmap(_runs_adl, in_axes=(0, None))(s, params)
             return (s, k), (jnp.mean(info["adl_count"] > 0), jnp.mean(need), jnp.mean(info["liquidated_notional"] > 0))
         return jax.lax.scan(body, (state, key), None, length=steps)[1]
 

@@ -10,6 +10,9 @@ functional env with ``env=`` and ``params=``.
 Numpy in, numpy out. Each step is ONE jitted call (market step, reward, observation and,
 for the vector env, the same-step autoreset fused); the PRNG key lives on the device and
 is split inside that call. Scalars of ``info`` travel back packed in one float32 array.
+The state stays on the device and is donated to each step (updated in place; the single
+env's is packed into one buffer per dtype); ``env.state`` returns a copy, and assigning
+``env.state`` copies what it is given.
 
 Actions: a NaN / inf or a wrong shape raises ValueError naming the problem (and, for the
 vector env, the env index); finite values outside [-1, 1] are clipped to the box.
@@ -191,7 +194,7 @@ def _single_fns(fenv: CrashEnv, params: EnvParams) -> _Fns:
                                                          params_p.unpack(params_bufs))
         return key, state_p.pack(state), obs, info.pack((reward, term, trunc, out))
 
-    _FNS[cache_key] = _Fns(jax.jit(reset_fn), jax.jit(step_fn), info, jax.jit(params_p.pack),
+    _FNS[cache_key] = _Fns(jax.jit(reset_fn), jax.jit(step_fn, donate_argnums=(0, 1)), info, jax.jit(params_p.pack),
                            jax.jit(state_p.pack), jax.jit(state_p.unpack))
     return _FNS[cache_key]
 
@@ -224,22 +227,25 @@ def _vector_fns(fenv: CrashEnv, params: EnvParams, num_envs: int) -> _Fns:
         obs, state1, reward, term, trunc, out = fenv.step_batch(ks[:, 1], state, action, params)
         done = term | trunc
 
-        def with_reset(keys):
+        def reset_done(_, carry):
+            keys, obs, state = carry
             kr = split2(keys)
             obs_r, state_r = reset_batch(kr[:, 1], params)
             pick = lambda a, b: _select(done, a, b)  # noqa: E731
-            return (_select(done, kr[:, 0], keys), pick(obs_r, obs),
-                    jax.tree_util.tree_map(pick, state_r, state1))
+            return pick(kr[:, 0], keys), pick(obs_r, obs), jax.tree_util.tree_map(pick, state_r, state)
 
-        keys, obs_next, state_next = jax.lax.cond(jnp.any(done), with_reset, lambda k: (k, obs, state1), keys)
+        # A loop of zero or one trip rather than a cond: with the state donated, the loop
+        # updates it in place, where a cond returned a copy of the whole batch's state
+        # (measured 2x slower per step at 1024 envs).
+        keys, obs_next, state_next = jax.lax.fori_loop(0, jnp.any(done).astype(jnp.int32), reset_done,
+                                                       (keys, obs, state1))
         return keys, state_next, obs_next, obs, info.pack((reward, term, trunc, out))
 
-    _FNS[cache_key] = _Fns(jax.jit(reset_fn), jax.jit(step_fn), info, jax.jit(params_p.pack), _same, _same)
+    # The adapter owns its keys and state: donated, so XLA writes the next state over them.
+    copy = jax.jit(lambda tree: jax.tree_util.tree_map(jnp.copy, tree))  # what the user gets / gives
+    _FNS[cache_key] = _Fns(jax.jit(reset_fn), jax.jit(step_fn, donate_argnums=(0, 1)), info, jax.jit(params_p.pack),
+                           copy, copy)
     return _FNS[cache_key]
-
-
-def _same(x: Any) -> Any:
-    return x
 
 
 def _select(done: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
