@@ -98,7 +98,9 @@ def test_oct10_adl_in_most_episodes(oct10):
 def test_oct10_adl_only_after_the_insurance_fund_tier(oct10):
     sc, info, _ = oct10
     liq = sc.params.liquidation
-    ok = st.adl_after_fund_tier(info["adl_count"], info["insurance_fund"], float(liq.insurance_fund),
+    # The fund as the ADL trigger reads it: the balance, or with `ioc_limit = "bankruptcy"` its
+    # equity with the taken-over queue at the mark (crashgym.liquidation.fund_equity).
+    ok = st.adl_after_fund_tier(info["adl_count"], info["fund_equity"], float(liq.insurance_fund),
                                 float(liq.adl_drawdown))
     assert ok.all()
 
