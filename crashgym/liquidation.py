@@ -3,13 +3,15 @@
 Rule modelled (Binance / Bybit / OKX style): when the mark crosses a position's
 liquidation price the engine takes the position over at its bankruptcy price (the
 trader loses the whole isolated margin), cancels nothing else, and sends it to the book
-as IOC orders within the price band (`ioc_limit = "band"`) or, as the real engines do, at
-the bankruptcy price or better within the band (`"bankruptcy"`, `ioc_walk_limit`): all at once (`full`) or a chunk of the queue per
-round (`chunked`, as Hyperliquid does for large positions). A fill better than the
-bankruptcy price is surplus for the insurance fund (the liquidation fee is part of it);
-a worse fill is paid by the fund. What the book cannot take waits in the engine's queue
-(and a throttle may hold it back: the "buffer period"). Long and short queues cross
-internally at the mark before either goes to the book.
+as IOC orders: anywhere within the price band (`ioc_limit = "band"`) or, as the real
+engines do, only at the bankruptcy price or better within the band (`"bankruptcy"`,
+`ioc_walk_limit`); all at once (`full`) or a chunk of the queue per round (`chunked`, as
+Hyperliquid does for large positions). A fill better than the bankruptcy price is surplus
+for the insurance fund (the liquidation fee is part of it); a worse fill is paid by the
+fund. What the book cannot take waits in the engine's queue (and a throttle may hold it
+back: the "buffer period"); under `"bankruptcy"` that queue is the fund's take-over, valued
+at the mark for the ADL trigger (`fund_equity`). Long and short queues cross internally
+at the mark before either goes to the book.
 
 The ladder is read through a window of buckets at the liquidation frontier, so a round
 costs O(window), not O(accounts).
