@@ -1,7 +1,9 @@
 """Auto-deleveraging (tier 3): close profitable opposite positions against the bankrupt queue.
 
 Trigger (OKX / Bybit): the engine still holds liquidated positions and the insurance
-fund is exhausted or has drawn down more than `adl_drawdown` from its peak.
+fund is exhausted or has drawn down more than `adl_drawdown` from its peak (with
+`ioc_limit = "bankruptcy"` the fund's equity: its balance plus the queue it took over,
+valued at the mark, `liquidation.fund_equity`).
 Ranking rules (MARKET_MECHANICS section 2), `adl_rule`:
 - 0 bitmex: PnL% * effective leverage (mark value / equity);
 - 1 binance: max(0, uPnL) / max(1, wallet) * maintenance margin / equity;
@@ -23,6 +25,7 @@ import jax.numpy as jnp
 
 from crashgym.accounts import alive, bankruptcy_price, ladder_add, tier
 from crashgym.book import prefix_sum
+from crashgym.liquidation import fund_equity
 from crashgym.params import MarketParams
 from crashgym.state import MarketState
 
@@ -30,9 +33,12 @@ Array = jax.Array
 
 
 def needs_adl(state: MarketState, params: MarketParams) -> Array:
+    """The engine holds a queue and the fund (its equity under `ioc_limit = "bankruptcy"`:
+    `liquidation.fund_equity`) is exhausted or past its drawdown; not during a halt."""
     floor = jnp.maximum(state.ledger.fund_peak * (1.0 - params.liquidation.adl_drawdown), 0.0)
     queued = jnp.sum(state.engine.size) > 0
-    return queued & (state.ledger.insurance_fund <= floor) & (state.signals.halt_left == 0)
+    fund = fund_equity(state.ledger.insurance_fund, state.engine, state.signals.mark, params.liquidation)
+    return queued & (fund <= floor) & (state.signals.halt_left == 0)
 
 
 def has_counterparty(state: MarketState) -> Array:

@@ -3,12 +3,15 @@
 Rule modelled (Binance / Bybit / OKX style): when the mark crosses a position's
 liquidation price the engine takes the position over at its bankruptcy price (the
 trader loses the whole isolated margin), cancels nothing else, and sends it to the book
-as IOC orders within the price band: all at once (`full`) or a chunk of the queue per
-round (`chunked`, as Hyperliquid does for large positions). A fill better than the
-bankruptcy price is surplus for the insurance fund (the liquidation fee is part of it);
-a worse fill is paid by the fund. What the book cannot take waits in the engine's queue
-(and a throttle may hold it back: the "buffer period"). Long and short queues cross
-internally at the mark before either goes to the book.
+as IOC orders: anywhere within the price band (`ioc_limit = "band"`) or, as the real
+engines do, only at the bankruptcy price or better within the band (`"bankruptcy"`,
+`ioc_walk_limit`); all at once (`full`) or a chunk of the queue per round (`chunked`, as
+Hyperliquid does for large positions). A fill better than the bankruptcy price is surplus
+for the insurance fund (the liquidation fee is part of it); a worse fill is paid by the
+fund. What the book cannot take waits in the engine's queue (and a throttle may hold it
+back: the "buffer period"); under `"bankruptcy"` that queue is the fund's take-over, valued
+at the mark for the ADL trigger (`fund_equity`). Long and short queues cross internally
+at the mark before either goes to the book.
 
 The ladder is read through a window of buckets at the liquidation frontier, so a round
 costs O(window), not O(accounts).
@@ -91,6 +94,46 @@ def order_lots(engine: Engine, throttle_left: Array, halted: Array, liquidation:
     chunk = jnp.where(liquidation.mode == 1, jnp.ceil(liquidation.chunk_fraction * queue), queue)
     lots = jnp.minimum(chunk, throttle_left).astype(jnp.int32)
     return jnp.where(halted, 0, lots), sells
+
+
+def queue_bankruptcy_price(engine: Engine, sells: Array) -> Array:
+    """Average bankruptcy price (USD) of the queue on the side being sent (longs when `sells`)."""
+    row = jnp.where(sells, 0, 1)
+    return engine.bankrupt_value[row] / jnp.maximum(engine.size[row], 1)
+
+
+def ioc_walk_limit(engine: Engine, sells: Array, prices: Array, band: Array, liquidation: LiquidationParams) -> Array:
+    """Levels (bool, walk order) the engine's IOC order may reach this round.
+
+    prices and band (the circuit-breaker price band, `rules.within_band`) in walk order, as
+    `book.sweep` reads them. `ioc_limit` 0 (`band`): the whole band. 1 (`bankruptcy`), the
+    real rule (Binance, Bybit, OKX): each liquidation order is an IOC limit order at the
+    position's bankruptcy price, so it fills only at that price or better, and what does not
+    fill is the insurance fund's (take-over) or, when the fund cannot carry it, ADL's. The
+    queue is aggregated per side, so the limit is the queue's average bankruptcy price (an
+    approximation of one IOC per position: positions whose own bankruptcy price is better
+    than the average may wait, worse ones may fill below their own). The walk limit is the
+    intersection with the band, and every fill is at or better than the average, so
+    `settle_fill` never books a shortfall for the fund. The rest stays in the queue as the
+    fund's position: `fund_equity` values it at the mark for the ADL trigger.
+    """
+    bp = queue_bankruptcy_price(engine, sells)
+    no_worse = jnp.where(sells, prices >= bp, prices <= bp)
+    return band & (no_worse | (liquidation.ioc_limit == 0))
+
+
+def fund_equity(insurance_fund: Array, engine: Engine, mark: Array, liquidation: LiquidationParams) -> Array:
+    """The insurance fund as the ADL trigger reads it (USD).
+
+    `ioc_limit` band: the fund's balance (the queue is sold within the band, losses and all).
+    `bankruptcy`: the fund has taken over what the book would not fill at the bankruptcy
+    price, so its equity is the balance plus that position valued at the mark (long queue
+    worth size * mark against the bankruptcy value paid, short queue mirrored); ADL runs
+    once this equity is exhausted or past its drawdown, as when the fund cannot absorb it.
+    """
+    size = engine.size.astype(jnp.float32)
+    marked = (size[0] * mark - engine.bankrupt_value[0]) + (engine.bankrupt_value[1] - size[1] * mark)
+    return jnp.where(liquidation.ioc_limit == 1, insurance_fund + marked, insurance_fund)
 
 
 def settle_fill(engine: Engine, sells: Array, lots: Array, notional: Array) -> tuple[Engine, Array]:

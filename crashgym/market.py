@@ -401,7 +401,9 @@ class Market:
             lots, sells_side = liquidation.order_lots(engine, throttle_left, halted, params.liquidation)
             band = rules.within_band(prices, mark, params.rules)
             view = _side_queue(sells_side, bid, ask, mk, ag, center, prices, L)
-            walk_limit, resting = jnp.where(sells_side, band[::-1], band), _walk_volume(sells_side, bid_total, ask_total)
+            walk_limit = liquidation.ioc_walk_limit(engine, sells_side, view.prices, jnp.where(sells_side, band[::-1], band),
+                                                    params.liquidation)
+            resting = _walk_volume(sells_side, bid_total, ask_total)
             # Most rounds after the first find nothing to fill anywhere in the batch: skip them.
             moves = book.sweep_moves(view, lots, walk_limit, resting)
             fill, (bid, ask, bid_total, ask_total, bb, ba) = _unless_idle(
@@ -439,6 +441,7 @@ class Market:
             "mm_compliant": mm_compliant,
             "mm_two_sided": mm_two_sided,
             "mm_exempt": mm_exempt,
+            "fund_equity": liquidation.fund_equity(ledger.insurance_fund, engine, mark, params.liquidation),
         }
         return state, aux
 
@@ -474,7 +477,10 @@ class Market:
         # 10. Circuit breaker; makers out of capital stop for good; the fund's peak.
         halt_left, mark_ref = rules.circuit_breaker(s.halt_left, s.mark_ref, mark, params.rules)
         mk = mk.replace(bankrupt=mk.bankrupt | (mk.cash + mk.inventory * mark <= 0))
-        ledger = ledger.replace(fund_peak=jnp.maximum(ledger.fund_peak, ledger.insurance_fund))
+        # The fund's peak, of the value the ADL trigger reads: the balance, or (ioc_limit bankruptcy)
+        # its equity with the taken-over queue at the mark, read before this step's ADL.
+        fund = jnp.where(params.liquidation.ioc_limit == 1, aux["fund_equity"], ledger.insurance_fund)
+        ledger = ledger.replace(fund_peak=jnp.maximum(ledger.fund_peak, fund))
 
         # 11. Re-centre the ladder on the mid.
         mid_index = mid / tick - first
@@ -509,6 +515,7 @@ class Market:
             "open_interest_long": oi[0] * mark,
             "open_interest_short": oi[1] * mark,
             "insurance_fund": ledger.insurance_fund,
+            "fund_equity": fund,  # the fund as the ADL trigger reads it (liquidation.fund_equity)
             "liquidated_notional": aux["liquidated_long_notional"] + aux["liquidated_short_notional"],
             "liquidated_long_notional": aux["liquidated_long_notional"],
             "liquidation_fees": aux["liquidation_fees"],

@@ -15,6 +15,7 @@ from crashgym.types import pytree_dataclass
 
 ADL_RULES = {"bitmex": 0, "binance": 1, "hyperliquid": 2, "pro_rata": 3}
 LIQUIDATION_MODES = {"full": 0, "chunked": 1}
+IOC_LIMITS = {"band": 0, "bankruptcy": 1}
 
 
 @pytree_dataclass
@@ -211,6 +212,10 @@ class LiquidationParams:
     liquidation_fee: float = 0.005  # of liquidated notional, to the insurance fund (out of the surplus)
     mode: int = 0  # LIQUIDATION_MODES: 0 full, 1 chunked (at most chunk_fraction of the queue per round)
     chunk_fraction: float = 0.2
+    # IOC_LIMITS: how far the engine's IOC order may walk the book. 0 band: anywhere within
+    # the price band; 1 bankruptcy: within the band and no worse than the queue's (average)
+    # bankruptcy price; the rest waits for the fund's take-over / ADL (crashgym.liquidation).
+    ioc_limit: int = 0
     bucket_width: float = 0.002  # liquidation-price grid spacing as a fraction of the initial price
     insurance_fund: float = 3.0e5  # USD at reset
     adl_drawdown: float = 0.3  # ADL once the fund is this far below its peak (OKX / Bybit: 30%)
@@ -221,6 +226,7 @@ class LiquidationParams:
         require(0 <= self.liquidation_fee < 0.05, "liquidation_fee", "must be in [0, 0.05)")
         require(self.mode in LIQUIDATION_MODES.values(), "mode", f"must be one of {sorted(LIQUIDATION_MODES)}")
         require(0 < self.chunk_fraction <= 1, "chunk_fraction", "must be in (0, 1]")
+        require(self.ioc_limit in IOC_LIMITS.values(), "ioc_limit", f"must be one of {sorted(IOC_LIMITS)}")
         require(0 < self.bucket_width < 0.05, "bucket_width", "must be in (0, 0.05)")
         require(self.insurance_fund >= 0, "insurance_fund", "must be >= 0")
         require(0 < self.adl_drawdown <= 1, "adl_drawdown", "must be in (0, 1]")

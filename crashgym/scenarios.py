@@ -9,7 +9,8 @@ A scenario file:
 
 A rules file (configs/rules/) has `schema_version`, `description` and a `[market]` table
 with the same schema; it is laid over the scenario's, key by key. Names of enumerated
-values are written as strings (`adl_rule = "hyperliquid"`, `mode = "chunked"`).
+values are written as strings (`adl_rule = "hyperliquid"`, `mode = "chunked"`,
+`ioc_limit = "bankruptcy"`).
 Unknown keys, wrong types and impossible values raise ConfigError naming file and key.
 """
 
@@ -22,10 +23,11 @@ from typing import Any
 
 from crashgym.accounts import check_liquidation_grid
 from crashgym.config import ConfigError, from_mapping, read_config
-from crashgym.params import ADL_RULES, LIQUIDATION_MODES, MarketParams
+from crashgym.params import ADL_RULES, IOC_LIMITS, LIQUIDATION_MODES, MarketParams
 from crashgym.types import MarketShape
 
-_ENUMS = {("liquidation", "adl_rule"): ADL_RULES, ("liquidation", "mode"): LIQUIDATION_MODES}
+_ENUMS = {("liquidation", "adl_rule"): ADL_RULES, ("liquidation", "mode"): LIQUIDATION_MODES,
+          ("liquidation", "ioc_limit"): IOC_LIMITS}
 _TOP_KEYS = {"schema_version", "description", "shape", "market"}
 
 

@@ -43,7 +43,7 @@ SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[Healt
 def make_params(*, long_bias: float = 0.55, market_rate_lots: float | None = None, shock: bool = False,
                 drift: float = -0.001, adl_rule: int = 0, adl_at_mark: int = 0, chunked: bool = False,
                 throttle: bool = False, halt: bool = False, insurance_fund: float | None = None,
-                stressed: bool = False) -> MarketParams:
+                stressed: bool = False, ioc_limit: int = 0) -> MarketParams:
     """Defaults (whatever the calibration makes them) with a few knobs turned.
 
     `stressed`: a coarse tick (so the book spans +-3% of the price), leverage 50-100x,
@@ -64,7 +64,7 @@ def make_params(*, long_bias: float = 0.55, market_rate_lots: float | None = Non
         acc = R(acc, initial_open_fraction=0.9, leverage_choices=tuple(50.0 if i % 2 else 100.0 for i in range(n)),
                 leverage_weights=(1.0,) * n)
         bk = R(bk, tick_size=0.2)
-    liq = R(liq, adl_rule=int(adl_rule), adl_at_mark=int(adl_at_mark), mode=1 if chunked else 0)
+    liq = R(liq, adl_rule=int(adl_rule), adl_at_mark=int(adl_at_mark), mode=1 if chunked else 0, ioc_limit=int(ioc_limit))
     if insurance_fund is not None or stressed:
         liq = R(liq, insurance_fund=float(1000.0 if insurance_fund is None else insurance_fund))
     if throttle:
@@ -228,6 +228,7 @@ knobs = st.fixed_dictionaries({
     "halt": st.booleans(),
     "insurance_fund": st.sampled_from([None, 1000.0]),
     "stressed": st.booleans(),
+    "ioc_limit": st.integers(0, 1),
 })
 
 
