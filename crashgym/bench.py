@@ -10,8 +10,8 @@ What is measured (all in one process, on ``jax.devices()[0]``'s platform):
   ``steps_per_second`` is the best call (as ``benchmarks/peers.py`` reports its peers);
   ``steps_per_second_mean`` is the total over all timed calls. A short measurement from
   reset only sees the start of the episode, so the largest batch is also timed from
-  states ``--mid-episode-step`` steps in (for ``oct10`` the crash, when the batch-level
-  ADL branch runs in most steps): ``kind == "core-mid-episode"``.
+  states ``--mid-episode-step`` steps in (for ``oct10`` the crash, when some env of the batch
+  runs ADL in most steps): ``kind == "core-mid-episode"``.
 * **gymnasium-vector** / **gymnasium-single** -- ``gymnasium.make_vec("crashgym/<env>")``
   (numpy in, numpy out, random actions) and the single env's per-step latency, when
   :mod:`crashgym.gym` is importable.
@@ -521,7 +521,7 @@ def _targets(payload: dict[str, Any]) -> list[dict[str, Any]]:
             add("core step / gymnax CartPole at 4096 envs", TARGET_CARTPOLE_RATIO, core[4096]["ratio_to_cartpole"])
     mid = {r["num_envs"]: r for r in payload["results"] if r.get("kind") == "core-mid-episode"}
     if 4096 in mid:
-        add(f"core step env-steps/s at 4096 envs from step {mid[4096]['start_step']} (ADL branch in "
+        add(f"core step env-steps/s at 4096 envs from step {mid[4096]['start_step']} (some env ran ADL in "
             f"{mid[4096]['adl_branch_share']:.0%} of steps)", TARGET_STEPS_PER_SECOND, mid[4096]["steps_per_second"])
     vec = {r["num_envs"]: r for r in payload["results"] if r.get("kind") == "gymnasium-vector"}
     if 1024 in vec:
