@@ -5,9 +5,10 @@
     -> auto-deleveraging -> funding -> circuit breaker -> ladder re-centres
 
 `Market.step` is a pure function of (key, state, orders, params) for one market; vmap
-it freely. `Market.step_batch` is the same step for a batch, with the O(accounts) ADL
-stage run only when some market in the batch needs it (a batch-level `lax.cond`; under
-a plain vmap that branch would run every step).
+it freely. `Market.step_batch` is the same step for a batch that also skips work no
+market of the batch needs: idle liquidation rounds (batch-level `lax.cond`s), and the
+O(accounts) ADL stage, run only on the markets that can close something, gathered in
+chunks (under a plain vmap a per-market cond would run both branches every step).
 """
 
 from __future__ import annotations
