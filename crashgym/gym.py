@@ -253,8 +253,9 @@ def _select(done: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 class _PackedAdapter:
-    """What both adapters share: the params packed once per `set_params`, the state kept
-    packed on the device between steps (`state` unpacks it on demand)."""
+    """What both adapters share: the params packed once per `set_params`, the state kept on
+    the device between steps (packed for the single env) and donated to each step, so
+    `state` hands out a copy and assigning it stores a copy."""
 
     env: CrashEnv
     _state_carry: Any = None  # the single env: packed buffers; the vector env: the EnvState
