@@ -9,8 +9,13 @@ Ranking rules (MARKET_MECHANICS section 2), `adl_rule`:
 - 1 binance: max(0, uPnL) / max(1, wallet) * maintenance margin / equity;
 - 2 hyperliquid: (mark / entry, or entry / mark for shorts) * notional / equity;
 - 3 pro_rata: the loss is spread over all opposite profit in proportion to size.
-Candidates: every leveraged account, every background maker and the agent (any holder
-can be ADL-ed); the unleveraged background crowd is not ranked. Positions close at the
+Candidates: every holder of a profitable opposite position, as on the exchanges: the
+leveraged accounts, the background makers, the agent and, with `adl_background` (the
+default), the background crowd. The crowd is one aggregate position of unleveraged
+traders, ranked at effective leverage 1 (equity = notional) with its cost basis as entry
+(`crowd_entry`), so the leverage-weighted rules put it behind a leveraged holder with the
+same PnL%; pro_rata shares the loss with it by size. Without it a queue larger than the leveraged profit waits for the
+book, selling into every new bid (10 Oct: ~55k lots for an hour). Positions close at the
 queue's bankruptcy price, or at the mark when `adl_at_mark` (Hyperliquid).
 
 Ranking needs every account, so this stage is O(accounts); it is cheap to skip: the step
@@ -41,7 +46,18 @@ def needs_adl(state: MarketState, params: MarketParams) -> Array:
     return queued & (fund <= floor) & (state.signals.halt_left == 0)
 
 
-def has_counterparty(state: MarketState) -> Array:
+def crowd_entry(ledger) -> Array:
+    """The background crowd's average cost (USD per lot): -cash / position.
+
+    The crowd starts with cash = -position * entry (the other side of the reset positions),
+    so this is its cost basis with realized P&L and funding folded in: its uPnL at the mark
+    is cash + position * mark. NaN when it holds nothing.
+    """
+    pos = ledger.background_position.astype(jnp.float32)
+    return jnp.where(pos != 0, -ledger.background_cash / jnp.where(pos != 0, pos, 1.0), jnp.nan)
+
+
+def has_counterparty(state: MarketState, params: MarketParams) -> Array:
     """Whether some live position on the side ADL would close is in profit: the candidates
     `adl_scores` ranks (it also drops non-finite scores, so this is a superset and skipping
     ADL where it is False never changes a result). Where it is False ADL closes nothing and
@@ -50,9 +66,11 @@ def has_counterparty(state: MarketState) -> Array:
     acc, makers, agent, mark = state.accounts, state.makers, state.agent, state.signals.mark
     want = jnp.where(state.engine.size[0] > 0, -1, 1)  # a long queue is closed against shorts
     in_profit = lambda side, entry: (side == want) & (want * (mark - entry) > 0)  # noqa: E731
+    crowd = (params.liquidation.adl_background == 1) & in_profit(jnp.sign(state.ledger.background_position),
+                                                                 crowd_entry(state.ledger))
     return (jnp.any(in_profit(acc.side, acc.entry) & alive(acc, state.ladder))
             | jnp.any(in_profit(jnp.sign(makers.inventory), makers.entry))
-            | in_profit(jnp.sign(agent.position), agent.entry))
+            | in_profit(jnp.sign(agent.position), agent.entry) | crowd)
 
 
 def adl_scores(rule: Array, direction: Array, size: Array, entry: Array, equity: Array, wallet: Array, mmr: Array, mark: Array) -> Array:
@@ -123,18 +141,24 @@ def auto_deleverage(state: MarketState, params: MarketParams, slots: int | None 
     ag_size = jnp.where(jnp.sign(agent.position) == want, jnp.abs(agent.position), 0)
     ag_equity = agent.cash + agent.position * mark
 
-    size = jnp.concatenate([acc_size, mm_size, ag_size[None]])
-    entry = jnp.concatenate([acc.entry, makers.entry, agent.entry[None]])
-    equity = jnp.concatenate([acc_equity, mm_equity, ag_equity[None]])
+    # The crowd is unleveraged: equity = its notional (effective leverage 1).
+    bg = ledger.background_position
+    bg_size = jnp.where((params.liquidation.adl_background == 1) & (jnp.sign(bg) == want), jnp.abs(bg), 0)
+    bg_entry = jnp.nan_to_num(crowd_entry(ledger), nan=mark)
+    bg_equity = mark * bg_size.astype(jnp.float32)
+
+    size = jnp.concatenate([acc_size, mm_size, ag_size[None], bg_size[None]])
+    entry = jnp.concatenate([acc.entry, makers.entry, agent.entry[None], bg_entry[None]])
+    equity = jnp.concatenate([acc_equity, mm_equity, ag_equity[None], bg_equity[None]])
     upnl = want * (mark - entry) * size
     is_account = jnp.arange(size.shape[0]) < acc.size.shape[0]
-    wallet = jnp.where(is_account, jnp.concatenate([acc.margin, jnp.zeros(mm_size.shape[0] + 1)]), equity - upnl)
-    mmr = jnp.concatenate([acc_mmr, jnp.full(mm_size.shape[0] + 1, params.agent.maintenance_margin)])
+    wallet = jnp.where(is_account, jnp.concatenate([acc.margin, jnp.zeros(mm_size.shape[0] + 2)]), equity - upnl)
+    mmr = jnp.concatenate([acc_mmr, jnp.full(mm_size.shape[0] + 2, params.agent.maintenance_margin)])
     rule = params.liquidation.adl_rule
     score = adl_scores(rule, jnp.full(size.shape, want), size, entry, equity, wallet, mmr, mark)
     take = allocate(rule, score, size, need, slots)
     m, n = acc.size.shape[0], mm_size.shape[0]
-    t_acc, t_mm, t_ag = take[:m], take[m:m + n], take[m + n]
+    t_acc, t_mm, t_ag, t_bg = take[:m], take[m:m + n], take[m + n], take[m + n + 1]
     total = jnp.sum(take)
 
     # Accounts: shrink, release margin and realized P&L to the trader, update the ladder.
@@ -151,6 +175,8 @@ def auto_deleverage(state: MarketState, params: MarketParams, slots: int | None 
         traders_cash=ledger.traders_cash + trade_cash * jnp.sum(q) - jnp.sum(withdraw),
         net_deposits=ledger.net_deposits - jnp.sum(withdraw),
         insurance_fund=ledger.insurance_fund + jnp.where(sells, price - avg_bp, avg_bp - price) * total,
+        background_position=ledger.background_position - want * t_bg,
+        background_cash=ledger.background_cash + trade_cash * t_bg,
     )
     makers = makers.replace(inventory=makers.inventory - want * t_mm, cash=makers.cash + trade_cash * t_mm)
     agent = agent.replace(position=agent.position - want * t_ag, cash=agent.cash + trade_cash * t_ag)

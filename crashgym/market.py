@@ -600,7 +600,7 @@ def _runs_adl(state: MarketState, params: MarketParams) -> Array:
     """ADL is due (`adl.needs_adl`) and can close something (`adl.has_counterparty`): in a crash
     most markets with a queue have no profitable opposite position left (oct10, 1024 markets
     after 512 steps: 632 need ADL, 122 of them have a counterparty)."""
-    return adl.needs_adl(state, params) & adl.has_counterparty(state)
+    return adl.needs_adl(state, params) & adl.has_counterparty(state, params)
 
 
 def _no_adl(state: MarketState, params: MarketParams):

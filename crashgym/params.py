@@ -221,6 +221,10 @@ class LiquidationParams:
     adl_drawdown: float = 0.3  # ADL once the fund is this far below its peak (OKX / Bybit: 30%)
     adl_rule: int = 0  # ADL_RULES: bitmex, binance, hyperliquid, pro_rata
     adl_at_mark: int = 0  # 1: close ADL at the mark price (Hyperliquid) instead of the bankruptcy price
+    # 1: the background crowd is an ADL candidate like every other holder (one aggregate
+    # position ranked at effective leverage 1, behind leveraged holders with the same PnL%);
+    # 0: only leveraged accounts, makers and the agent (crashgym.adl).
+    adl_background: int = 1
 
     def validate(self) -> None:
         require(0 <= self.liquidation_fee < 0.05, "liquidation_fee", "must be in [0, 0.05)")
@@ -232,6 +236,7 @@ class LiquidationParams:
         require(0 < self.adl_drawdown <= 1, "adl_drawdown", "must be in (0, 1]")
         require(self.adl_rule in ADL_RULES.values(), "adl_rule", f"must be one of {sorted(ADL_RULES)}")
         require(self.adl_at_mark in (0, 1), "adl_at_mark", "must be 0 or 1")
+        require(self.adl_background in (0, 1), "adl_background", "must be 0 or 1")
 
 
 @pytree_dataclass
