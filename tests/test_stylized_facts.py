@@ -29,10 +29,19 @@ def calm():
     return sc, info, m
 
 
+IMPACT_SEED_BASES = (SEED, 7)  # an exponent is only claimed if it holds on both
+
+
 @pytest.fixture(scope="module")
-def impact():
+def impacts():
     sc = load_scenario("calm")
-    return metaorder_impact(sc.shape, sc.params, IMPACT_SIZES, seeds=32, warmup_steps=120, horizon_steps=30, seed=SEED)
+    return [metaorder_impact(sc.shape, sc.params, IMPACT_SIZES, seeds=64, warmup_steps=120, horizon_steps=30, seed=s)
+            for s in IMPACT_SEED_BASES]
+
+
+@pytest.fixture(scope="module")
+def impact(impacts):
+    return impacts[0]
 
 
 @pytest.mark.parametrize("every", [1, 6])
@@ -73,13 +82,12 @@ def test_impact_grows_with_metaorder_size(impact):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "measured impact exponent 0.92 (R^2 0.99; 32 seeds, sizes 60-3840 lots over 5 minutes; 0.98 with 64 seeds "
-    "and another seed): impact is close to linear, not a square root. A latent-book ramp "
-    "(flow.latent_levels 10 / 20 / 40) does not help (0.98 / 1.22 / 1.11): the makers' quotes refill every "
-    "step and move with their linear inventory skew, and the background refills around the moving mid. "
-    "A latent counter-flow prototype against the displacement from a 1-hour average of the mid read "
-    "1.01 / 0.52 (R^2 0.68) / 0.74 / 1.02 at increasing strength, with standard errors 5-20x larger (the feedback "
-    "decorrelates the twin runs; 0.52 became 1.38 with 64 seeds and another seed): docs/scenarios.md, Known limits"))
-def test_impact_is_roughly_square_root(impact):
-    fit = st.impact_exponent(impact["sizes"], impact["impact"])
-    assert 0.3 <= fit["exponent"] <= 0.7
+    "measured impact exponent 0.67 (R^2 1.00) with seed 2025 and 0.80 (R^2 0.98) with seed 7, 64 seeds each, "
+    "sizes 60-3840 lots over 5 minutes: concave, but not a square root on both (0.70 with 32 seeds and seed "
+    "2025; 0.92 before calm's flow was recalibrated). The makers' quotes and the background arrivals refill "
+    "at the current mid every step, so impact keeps a linear part; latent-book ramps, slower books, convex "
+    "arbitrage, makers centred on the index and a latent counter-flow were tried: docs/scenarios.md, Known limits"))
+def test_impact_is_roughly_square_root(impacts):
+    for r in impacts:
+        fit = st.impact_exponent(r["sizes"], r["impact"])
+        assert 0.3 <= fit["exponent"] <= 0.7 and fit["r2"] >= 0.9
