@@ -11,14 +11,13 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from crashgym import adl
 from crashgym.accounts import alive
-from crashgym.market import cash_balance, net_position, no_orders
-from test_core_batching import MARKET, STEPS, stressed  # tests/ is on sys.path
+from crashgym.market import cash_balance, net_position
+from test_core_batching import MARKET, stressed, stressed_states  # tests/ is on sys.path
 
 R = dataclasses.replace
 
@@ -32,21 +31,7 @@ def due():
     """States of a stressed run just before stage 8 (ADL), where ADL is due (flattened over
     steps and seeds)."""
     p = stressed()
-    keys = jax.random.split(jax.random.key(11), 8)
-
-    @jax.jit
-    def states(keys):
-        s0 = jax.vmap(MARKET.init, in_axes=(0, None))(keys, p)
-        orders = jax.vmap(lambda _: no_orders())(jnp.arange(keys.shape[0]))
-
-        def body(s, k):
-            ks = jax.random.split(k, keys.shape[0])
-            before_adl, _ = jax.vmap(MARKET.trade, in_axes=(0, 0, 0, None))(ks, s, orders, p)
-            s, _ = MARKET.step_batch(ks, s, orders, p)
-            return s, before_adl
-        return jax.lax.scan(body, s0, jax.random.split(keys[0], STEPS))[1]
-
-    flat = jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), states(keys))
+    flat = stressed_states(p, jax.random.split(jax.random.key(11), 8), before_adl=True)
     rows = np.flatnonzero(np.asarray(jax.vmap(lambda s: adl.needs_adl(s, p))(flat)))
     assert rows.size >= 20, "states where ADL is due"
     return p, jax.tree_util.tree_map(lambda x: x[rows], flat)

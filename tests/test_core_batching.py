@@ -54,6 +54,25 @@ def _summary(info):
                                  "taker_volume_lots", "engine_queue_lots")}
 
 
+def stressed_states(p: MarketParams, keys, before_adl: bool = False):
+    """Every state of a STEPS-step run of len(keys) markets, flattened over steps and markets:
+    after each step, or (before_adl) just before its stage 8, ADL."""
+
+    @jax.jit
+    def states(keys):
+        s0 = jax.vmap(MARKET.init, in_axes=(0, None))(keys, p)
+        orders = jax.vmap(lambda _: no_orders())(jnp.arange(keys.shape[0]))
+
+        def body(s, k):
+            ks = jax.random.split(k, keys.shape[0])
+            pre = jax.vmap(MARKET.trade, in_axes=(0, 0, 0, None))(ks, s, orders, p)[0] if before_adl else None
+            s, _ = MARKET.step_batch(ks, s, orders, p)
+            return s, (pre if before_adl else s)
+        return jax.lax.scan(body, s0, jax.random.split(keys[0], STEPS))[1]
+
+    return jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), states(keys))
+
+
 # One compiled program per (function, shape) for the whole module.
 TRACES = {"single": 0, "vmap": 0, "batch": 0, "batch_p": 0}
 
@@ -196,19 +215,7 @@ def test_adl_without_a_profitable_counterparty_closes_nothing():
     from crashgym import adl
 
     p = stressed(adl_background=0)
-    keys = jax.random.split(jax.random.key(3), 8)
-
-    @jax.jit
-    def states(keys):
-        s0 = jax.vmap(MARKET.init, in_axes=(0, None))(keys, p)
-        orders = jax.vmap(lambda _: no_orders())(jnp.arange(keys.shape[0]))
-
-        def body(s, k):
-            s, _ = MARKET.step_batch(jax.random.split(k, keys.shape[0]), s, orders, p)
-            return s, s
-        return jax.lax.scan(body, s0, jax.random.split(keys[0], STEPS))[1]
-
-    flat = jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), states(keys))
+    flat = stressed_states(p, jax.random.split(jax.random.key(3), 8))
     queued = np.asarray(flat.engine.size.sum(axis=1) > 0)
     has = np.asarray(jax.vmap(lambda s: adl.has_counterparty(s, p))(flat))
     after, notional, closed = jax.vmap(lambda s: adl.auto_deleverage(s, p))(flat)
