@@ -14,9 +14,10 @@ leveraged accounts, the background makers, the agent and, with `adl_background` 
 default), the background crowd. The crowd is one aggregate position of unleveraged
 traders, ranked at effective leverage 1 (equity = notional) with its cost basis as entry
 (`crowd_entry`), so the leverage-weighted rules put it behind a leveraged holder with the
-same PnL%; pro_rata shares the loss with it by size. Without it a queue larger than the leveraged profit waits for the
-book, selling into every new bid (10 Oct: ~55k lots for an hour). Positions close at the
-queue's bankruptcy price, or at the mark when `adl_at_mark` (Hyperliquid).
+same PnL%; pro_rata shares the loss with it by size. Without it a queue larger than the
+leveraged profit waits for the book, selling into every new bid (oct10: ~55k lots for an
+hour). Positions close at the queue's bankruptcy price, or at the mark when `adl_at_mark`
+(Hyperliquid).
 
 Ranking needs every account, so this stage is O(accounts); it is cheap to skip: the step
 runs it only where `needs_adl` and `has_counterparty` hold, and the batched step gathers
@@ -32,7 +33,7 @@ from crashgym.accounts import alive, bankruptcy_price, ladder_add, tier
 from crashgym.book import prefix_sum
 from crashgym.liquidation import fund_equity
 from crashgym.params import MarketParams
-from crashgym.state import MarketState
+from crashgym.state import Ledger, MarketState
 
 Array = jax.Array
 
@@ -46,7 +47,7 @@ def needs_adl(state: MarketState, params: MarketParams) -> Array:
     return queued & (fund <= floor) & (state.signals.halt_left == 0)
 
 
-def crowd_entry(ledger) -> Array:
+def crowd_entry(ledger: Ledger) -> Array:
     """The background crowd's average cost (USD per lot): -cash / position.
 
     The crowd starts with cash = -position * entry (the other side of the reset positions),

@@ -237,8 +237,8 @@ class Market:
                           ) -> tuple[MarketState, Array, Array]:
         """Stage 8 over a batch, run only on the markets that need it.
 
-        In a crash few markets of a batch can close anything by ADL at once (oct10, 64 seeds:
-        a median 3% and a 90th percentile 18% of them on the steps where any does; see
+        In a crash few markets of a batch run ADL at once (the session-5 oct10, 1024 seeds:
+        a median 1.5% and a 90th percentile 3.2% of them on the steps where any does; see
         `_runs_adl`), and ADL ranks every account. So those markets are deleveraged in
         chunks of `_ADL_CHUNK`: a while loop gathers a chunk, runs ADL on it and scatters it
         back, as many times as needed (none on most steps). A loop rather than a `lax.cond`:
@@ -597,9 +597,11 @@ def _no_take_over(ladder: LiquidationLadder, engine: Engine, mark: Array):
 
 
 def _runs_adl(state: MarketState, params: MarketParams) -> Array:
-    """ADL is due (`adl.needs_adl`) and can close something (`adl.has_counterparty`): in a crash
-    most markets with a queue have no profitable opposite position left (oct10, 1024 markets
-    after 512 steps: 632 need ADL, 122 of them have a counterparty)."""
+    """ADL is due (`adl.needs_adl`) and can close something (`adl.has_counterparty`). Without
+    the crowd in the ADL pool most markets with a queue had no profitable opposite position
+    left (the session-4 oct10, 1024 markets after 512 steps: 632 needed ADL, 122 of them had a
+    counterparty); with it (`adl_background = 1`) the queue is cleared when ADL runs, and 15
+    markets of the session-5 oct10 need ADL at that step, all with a counterparty."""
     return adl.needs_adl(state, params) & adl.has_counterparty(state, params)
 
 

@@ -149,6 +149,7 @@ BAD_SCENARIOS = {
     "bad_liquidation_mode": ('[market.liquidation]\nmode = "partial"\n', "market.liquidation.mode"),
     "bad_ioc_limit_name": ('[market.liquidation]\nioc_limit = "limit"\n', "market.liquidation.ioc_limit"),
     "bad_ioc_limit_code": ("[market.liquidation]\nioc_limit = 2\n", "market.liquidation.ioc_limit"),
+    "adl_background_not_a_flag": ("[market.liquidation]\nadl_background = 2\n", "market.liquidation.adl_background"),
     "negative_fund": ("[market.liquidation]\ninsurance_fund = -1.0\n", "market.liquidation.insurance_fund"),
     "unstable_hawkes": ("[market.flow]\nhawkes_excitation = 1.0\n", "market.flow.hawkes_excitation"),
     "negative_latent_ramp": ("[market.flow]\nlatent_levels = -1.0\n", "market.flow.latent_levels"),
