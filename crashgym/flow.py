@@ -139,7 +139,10 @@ def hawkes_update(hawkes: Array, executed_lots: Array, flow: FlowParams) -> Arra
     """Discrete Hawkes intensity: decays to the base rate, excited by executed taker volume.
 
     Excitation is normalised so the branching ratio is `hawkes_excitation` for
-    two-sided flow at the base rate.
+    two-sided flow at the base rate. Every executed lot excites it (traders', arbitrage,
+    liquidations), so the intensity settles above base / (1 - excitation): in calm ~5x the
+    base rate at 0.6, which after oct10's crash let the takers eat the book faster than it
+    refilled; hence the default 0.3 (docs/scenarios.md, "What changed in session 5").
     """
     base = flow.market_rate_lots
     excess = flow.hawkes_decay * (hawkes - base)

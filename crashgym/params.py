@@ -69,7 +69,7 @@ class FlowParams:
     holder_end_mult: float = 1.0
     holder_spot_impact: float = 0.0  # index log-return per lot the holder sells here (it sells on spot venues alike)
     # Limit orders (lots per level per step) and cancellations (fraction per step).
-    limit_rate_lots: float = 30.0  # expected lots arriving one level from the mid
+    limit_rate_lots: float = 50.0  # expected lots arriving one level from the mid (calm: ~$3M within +-2%)
     limit_decay_levels: float = 16.0  # e-folding distance of arrivals, in levels
     cancel_rate: float = 0.04
     # Latent order book (Toth et al. 2011, Donier et al. 2015): arrivals grow linearly with the
@@ -78,7 +78,7 @@ class FlowParams:
     latent_levels: float = 0.0
     # Market orders: self-exciting intensity (lots per step per side) with Pareto sizes.
     market_rate_lots: float = 30.0
-    hawkes_excitation: float = 0.6  # branching ratio (< 1 for stability)
+    hawkes_excitation: float = 0.3  # branching ratio (< 1 for stability); see flow.hawkes_update
     hawkes_decay: float = 0.97  # per-step decay of the excitation
     market_size_tail: float = 2.5  # Pareto tail index of per-step market order volume
     arb_rate_lots: float = 400.0  # lots per step per 1% of basis, pulling perp to index
