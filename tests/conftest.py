@@ -1,5 +1,5 @@
 """Test-session setup: JAX's persistent compilation cache in .jax_cache at the repository root,
-and single-threaded Eigen on XLA:CPU.
+single-threaded Eigen on XLA:CPU, and a hang watchdog.
 
 Compiling the market step is most of the suite's run time; the cache makes a second
 run (and the second xdist worker compiling the same program) cheap.
@@ -13,8 +13,14 @@ kernels) and the subprocess tests inherit it from the environment.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import pathlib
+import sys
+from collections.abc import Iterator
+from typing import IO
+
+import pytest
 
 NO_EIGEN_THREADS = "--xla_cpu_multi_thread_eigen=false"
 if NO_EIGEN_THREADS not in os.environ.get("XLA_FLAGS", ""):
@@ -25,3 +31,61 @@ import jax  # noqa: E402
 _CACHE = os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(pathlib.Path(__file__).resolve().parent.parent / ".jax_cache")
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+
+
+# Hang watchdog. A CI run once sat for over an hour on one test, with no output, until the
+# job was killed. A test (setup and teardown included) still running after HANG_SECONDS has
+# the Python stacks of all its threads written out and its process exits. Under xdist that
+# is a crashed worker: xdist replaces it, pytest-rerunfailures runs the test once more
+# (pyproject.toml: `reruns = 1`, with `only_rerun` matching no real error, so a failing
+# assertion is never retried), and the stacks are printed in the terminal summary. The
+# longest test takes ~100 s on a 2-core machine. CRASHGYM_TEST_HANG_SECONDS=0 turns it off.
+HANG_SECONDS = float(os.environ.get("CRASHGYM_TEST_HANG_SECONDS", "600"))
+HANG_DIR = pathlib.Path(__file__).resolve().parent.parent / ".pytest_hangs"
+_hang_file: IO[str] | None = None
+
+
+def _worker(config: pytest.Config) -> str | None:
+    """This xdist worker's id, or None in the controller or a run without xdist."""
+    return getattr(config, "workerinput", {}).get("workerid")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if _worker(session.config) is None and HANG_DIR.is_dir():
+        for old in HANG_DIR.glob("*.txt"):
+            old.unlink()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    global _hang_file
+    if HANG_SECONDS <= 0:
+        yield
+        return
+    worker = _worker(item.config)
+    if worker is None:
+        out: IO[str] = sys.__stderr__
+    else:
+        if _hang_file is None:
+            HANG_DIR.mkdir(exist_ok=True)
+            _hang_file = open(HANG_DIR / f"{worker}-{os.getpid()}.txt", "w")  # noqa: SIM115 (open for the session)
+        out = _hang_file
+        out.seek(0)
+        out.truncate()
+    out.write(f"{item.nodeid}\n")
+    out.flush()
+    faulthandler.dump_traceback_later(HANG_SECONDS, exit=True, file=out)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    if _worker(config) is not None or not HANG_DIR.is_dir():
+        return
+    for dump in sorted(HANG_DIR.glob("*.txt")):
+        text = dump.read_text()
+        if text.count("\n") > 1:  # more than the test's name: the watchdog fired
+            terminalreporter.section(f"hang watchdog: a test ran past {HANG_SECONDS:.0f} s ({dump.stem})")
+            terminalreporter.write(text)
