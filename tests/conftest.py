@@ -22,6 +22,8 @@ from typing import IO
 
 import pytest
 
+from hangs import WATCHDOG_S  # tests/hangs.py
+
 NO_EIGEN_THREADS = "--xla_cpu_multi_thread_eigen=false"
 if NO_EIGEN_THREADS not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + NO_EIGEN_THREADS).strip()
@@ -34,13 +36,10 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
 # Hang watchdog. A CI run once sat for over an hour on one test, with no output, until the
-# job was killed. A test (setup and teardown included) still running after HANG_SECONDS has
-# the Python stacks of all its threads written out and its process exits. Under xdist that
-# is a crashed worker: xdist replaces it, pytest-rerunfailures runs the test once more
-# (pyproject.toml: `reruns = 1`, with `only_rerun` matching no real error, so a failing
-# assertion is never retried), and the stacks are printed in the terminal summary. The
-# longest test takes ~100 s on a 2-core machine. CRASHGYM_TEST_HANG_SECONDS=0 turns it off.
-HANG_SECONDS = float(os.environ.get("CRASHGYM_TEST_HANG_SECONDS", "600"))
+# job was killed. A test (setup and teardown included) still running after WATCHDOG_S
+# (tests/hangs.py) has the Python stacks of all its threads written out and its process
+# exits. Under xdist that is a crashed worker: xdist replaces it, pytest-rerunfailures runs
+# the test once more, and the controller prints the stacks in the terminal summary.
 HANG_DIR = pathlib.Path(__file__).resolve().parent.parent / ".pytest_hangs"
 _hang_file: IO[str] | None = None
 
@@ -59,7 +58,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
     global _hang_file
-    if HANG_SECONDS <= 0:
+    if WATCHDOG_S <= 0:
         yield
         return
     worker = _worker(item.config)
@@ -74,7 +73,7 @@ def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
         out.truncate()
     out.write(f"{item.nodeid}\n")
     out.flush()
-    faulthandler.dump_traceback_later(HANG_SECONDS, exit=True, file=out)
+    faulthandler.dump_traceback_later(WATCHDOG_S, exit=True, file=out)
     try:
         yield
     finally:
@@ -87,5 +86,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     for dump in sorted(HANG_DIR.glob("*.txt")):
         text = dump.read_text()
         if text.count("\n") > 1:  # more than the test's name: the watchdog fired
-            terminalreporter.section(f"hang watchdog: a test ran past {HANG_SECONDS:.0f} s ({dump.stem})")
+            terminalreporter.section(f"hang watchdog: a test ran past {WATCHDOG_S:.0f} s ({dump.stem})")
             terminalreporter.write(text)

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hangs import SUBPROCESS_TIMEOUT_S  # tests/hangs.py
 
 from crashgym import bench
 
@@ -82,7 +83,7 @@ def test_sharded_matches_unsharded(tiny: tuple[dict, Path], tmp_path: Path) -> N
         env["JAX_COMPILATION_CACHE_DIR"] = jax.config.jax_compilation_cache_dir
     cmd = [sys.executable, "-m", "crashgym.bench", "--num-envs", "4", "--steps", "5", "--no-peers", "--no-gym",
            "--no-compile-time", "--quiet", "--json", str(out)]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
     sharded = json.loads(out.read_text())
     assert sharded["local_device_count"] == 2

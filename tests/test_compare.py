@@ -14,6 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from hangs import SUBPROCESS_TIMEOUT_S  # tests/hangs.py
 
 from crashgym.cli import main
 from crashgym.compare import build_batch, compare
@@ -71,7 +72,7 @@ def test_sharded_batch_equals_unsharded(mixed, tmp_path: Path):
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2")
     env.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".jax_cache"))
-    subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, check=True, timeout=600)
+    subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, check=True, timeout=SUBPROCESS_TIMEOUT_S)
     sharded = np.load(out)
     assert set(sharded.files) == set(info)
     for k in info:

@@ -10,6 +10,7 @@ import json
 import jax
 import numpy as np
 import pytest
+from hangs import SUBPROCESS_TIMEOUT_S  # tests/hangs.py
 
 import crashgym
 from agents import checkpoint, evaluate, ppo, ppo_lagrangian
@@ -165,7 +166,7 @@ def test_training_sharded_over_two_devices_matches_one(mifid_env, tmp_path):
     root = Path(__file__).resolve().parent.parent
     run_env = dict(os.environ, JAX_PLATFORMS="cpu",
                    XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2")
-    subprocess.run([sys.executable, "-c", script], cwd=root, env=run_env, check=True, timeout=900)
+    subprocess.run([sys.executable, "-c", script], cwd=root, env=run_env, check=True, timeout=SUBPROCESS_TIMEOUT_S)
     sharded = np.load(out)
     np.testing.assert_allclose(sharded["reward"][0], one.metrics["reward_per_step"][0], rtol=1e-5)
     leaves = jax.tree_util.tree_leaves(one.runner["params"])
