@@ -30,12 +30,15 @@ def calm():
 
 
 IMPACT_SEED_BASES = (SEED, 7)  # an exponent is only claimed if it holds on both
+# 64 seeds read 0.67 and 0.80 on the two bases, 256 read 0.73 and 0.72: the smallest
+# impacts (~0.6 bp) need the larger sample to pin the fit.
+IMPACT_SEEDS = 256
 
 
 @pytest.fixture(scope="module")
 def impacts():
     sc = load_scenario("calm")
-    return [metaorder_impact(sc.shape, sc.params, IMPACT_SIZES, seeds=64, warmup_steps=120, horizon_steps=30, seed=s)
+    return [metaorder_impact(sc.shape, sc.params, IMPACT_SIZES, seeds=IMPACT_SEEDS, warmup_steps=120, horizon_steps=30, seed=s)
             for s in IMPACT_SEED_BASES]
 
 
@@ -82,11 +85,11 @@ def test_impact_grows_with_metaorder_size(impact):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "measured impact exponent 0.67 (R^2 1.00) with seed 2025 and 0.80 (R^2 0.98) with seed 7, 64 seeds each, "
-    "sizes 60-3840 lots over 5 minutes: concave, but not a square root on both (0.70 with 32 seeds and seed "
-    "2025; 0.92 before calm's flow was recalibrated). The makers' quotes and the background arrivals refill "
-    "at the current mid every step, so impact keeps a linear part; latent-book ramps, slower books, convex "
-    "arbitrage, makers centred on the index and a latent counter-flow were tried: docs/scenarios.md, Known limits"))
+    "measured impact exponent 0.73 (R^2 0.98) with seed 2025 and 0.72 (R^2 0.97) with seed 7, 256 seeds each, "
+    "sizes 60-3840 lots over 5 minutes: concave, but not a square root. About linear up to ~500 lots (local "
+    "exponent ~0.9), ~0.6 above. The makers' quotes and the background arrivals refill at the current mid every "
+    "step, so impact keeps a linear part; latent-book ramps, slower books, convex arbitrage, makers centred on "
+    "the index or leaning on the order flow, and a latent counter-flow were tried: docs/scenarios.md, Known limits"))
 def test_impact_is_roughly_square_root(impacts):
     for r in impacts:
         fit = st.impact_exponent(r["sizes"], r["impact"])
