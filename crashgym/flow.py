@@ -37,6 +37,19 @@ def in_shock(step: Array, flow: FlowParams) -> tuple[Array, Array]:
     return on & (since >= 0) & (since < flow.shock_steps), on & (since >= 0) & (since < flow.risk_off_steps)
 
 
+def shock_intensity(step: Array, flow: FlowParams) -> Array:
+    """How much of the shock is in force at this step, in [0, 1] (0 outside the shock).
+
+    The news lands at shock_step, but the selling builds: the drift and the extra volatility
+    grow linearly to full strength over shock_ramp_steps (0: all at once). On 10 Oct 2025 the
+    tariff news came ~40 minutes before depth started to collapse and ~80 before the bottom.
+    """
+    shock, _ = in_shock(step, flow)
+    since = (step - flow.shock_step + 1).astype(jnp.float32)
+    ramp = jnp.clip(since / jnp.maximum(flow.shock_ramp_steps, 1), 0.0, 1.0)
+    return jnp.where(shock, ramp, 0.0)
+
+
 def in_rebound(step: Array, flow: FlowParams) -> Array:
     """The rebound phase: the rebound_steps right after the shock ends."""
     since = step - flow.shock_step - flow.shock_steps
@@ -57,14 +70,15 @@ def holder_lots(step: Array, flow: FlowParams) -> Array:
 def index_step(index: Array, log_vol: Array, mid: Array, step: Array, u: Array, flow: FlowParams) -> tuple[Array, Array]:
     """One step of the fair value. u: 4 uniforms. Returns (index, log_vol)."""
     shock, _ = in_shock(step, flow)
+    strength = shock_intensity(step, flow)
     z_vol, z_ret = ndtri(jnp.clip(u[:2], 1e-7, 1 - 1e-7))
     log_vol = flow.vol_persistence * log_vol + flow.vol_of_vol * z_vol
-    sigma = flow.vol_per_step * jnp.exp(log_vol) * jnp.where(shock, flow.shock_vol_mult, 1.0)
+    sigma = flow.vol_per_step * jnp.exp(log_vol) * (1.0 + (flow.shock_vol_mult - 1.0) * strength)
     centred = u[3] - 0.5  # Laplace by inverse CDF
     laplace = -jnp.sign(centred) * jnp.log1p(-2.0 * jnp.abs(centred) + 1e-12)
     jump = jnp.where(u[2] < flow.jump_prob, flow.jump_scale * laplace, 0.0)
     rebound = jnp.where(in_rebound(step, flow), flow.rebound_drift_per_step, 0.0)
-    drift = jnp.where(shock, flow.shock_drift_per_step, rebound)
+    drift = jnp.where(shock, flow.shock_drift_per_step * strength, rebound)
     # The holder dumps on spot venues too: linear impact on the fair value per lot sold.
     drift = drift - flow.holder_spot_impact * holder_lots(step, flow)
     pull = flow.basis_pull * (jnp.log(mid) - jnp.log(index))

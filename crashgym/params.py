@@ -52,6 +52,7 @@ class FlowParams:
     shock_steps: int = 0
     shock_drift_per_step: float = 0.0
     shock_vol_mult: float = 1.0
+    shock_ramp_steps: int = 0  # drift and extra vol grow linearly to full over this many steps (0: at once)
     risk_off_steps: int = 0  # how long makers see the news as a risk-off signal
     # Rebound after the shock (10 Oct 2025's V-shaped wick): for rebound_steps after the
     # shock ends the index drifts back up; shorts opened into the fall are squeezed.
@@ -92,6 +93,7 @@ class FlowParams:
         require(0 <= self.basis_pull <= 1, "basis_pull", "must be in [0, 1]")
         require(self.shock_steps >= 0, "shock_steps", "must be >= 0")
         require(self.shock_vol_mult > 0, "shock_vol_mult", "must be > 0")
+        require(self.shock_ramp_steps >= 0, "shock_ramp_steps", "must be >= 0")
         require(self.risk_off_steps >= 0, "risk_off_steps", "must be >= 0")
         require(self.rebound_steps >= 0, "rebound_steps", "must be >= 0")
         require(self.holder_start_step >= -1, "holder_start_step", "must be >= 0, or -1 for no holder")

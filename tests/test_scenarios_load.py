@@ -153,6 +153,7 @@ BAD_SCENARIOS = {
     "negative_fund": ("[market.liquidation]\ninsurance_fund = -1.0\n", "market.liquidation.insurance_fund"),
     "unstable_hawkes": ("[market.flow]\nhawkes_excitation = 1.0\n", "market.flow.hawkes_excitation"),
     "negative_latent_ramp": ("[market.flow]\nlatent_levels = -1.0\n", "market.flow.latent_levels"),
+    "negative_shock_ramp": ("[market.flow]\nshock_ramp_steps = -1\n", "market.flow.shock_ramp_steps"),
     "probability_above_one": ("[market.accounts]\nlong_bias = 1.5\n", "market.accounts.long_bias"),
     "tiny_ladder": ("[shape]\nn_levels = 4\n", "n_levels"),
     "window_beyond_grid": ("[shape]\nn_buckets = 8\nbucket_window = 16\n", "bucket_window"),
