@@ -62,17 +62,16 @@ def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
         yield
         return
     worker = _worker(item.config)
-    if worker is None:
-        out: IO[str] = sys.__stderr__
-    else:
+    out: IO[str] = sys.__stderr__  # without xdist the stacks go straight to the terminal
+    if worker is not None:
         if _hang_file is None:
             HANG_DIR.mkdir(exist_ok=True)
             _hang_file = open(HANG_DIR / f"{worker}-{os.getpid()}.txt", "w")  # noqa: SIM115 (open for the session)
         out = _hang_file
         out.seek(0)
         out.truncate()
-    out.write(f"{item.nodeid}\n")
-    out.flush()
+        out.write(f"{item.nodeid}\n")  # the controller's summary names the test
+        out.flush()
     faulthandler.dump_traceback_later(WATCHDOG_S, exit=True, file=out)
     try:
         yield

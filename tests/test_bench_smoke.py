@@ -16,9 +16,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from hangs import SUBPROCESS_TIMEOUT_S  # tests/hangs.py
 
 from crashgym import bench
+
+from hangs import SUBPROCESS_TIMEOUT_S  # tests/hangs.py
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(num_envs="1,4", steps=5, peers=False, gym=False, quiet=True, seed=0)

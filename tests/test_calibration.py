@@ -109,7 +109,7 @@ def test_oct10_timeline_order(oct10):
     bottoms after the shock."""
     sc, info, _ = oct10
     ev = st.timeline(info, shock_step=int(sc.params.flow.shock_step), n_makers=sc.shape.n_makers)
-    minutes = st.timeline_minutes(ev, shock_step=int(sc.params.flow.shock_step), step_seconds=10.0)
+    minutes = st.timeline_minutes(ev, shock_step=int(sc.params.flow.shock_step), step_seconds=sc.params.step_seconds)
     assert np.nanmedian(minutes["makers_withdraw"]) >= 15.0  # measured ~30 (0.4 before the shock ramp)
     both = (ev["spread_widening"] >= 0) & (ev["depth_minimum"] >= 0)
     assert both.mean() >= 0.75

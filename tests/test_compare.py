@@ -14,12 +14,13 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from hangs import SUBPROCESS_TIMEOUT_S  # tests/hangs.py
 
 from crashgym.cli import main
 from crashgym.compare import build_batch, compare
 from crashgym.metrics import METRICS
 from crashgym.rollout import run_batch
+
+from hangs import SUBPROCESS_TIMEOUT_S  # tests/hangs.py
 
 ROOT = Path(__file__).resolve().parent.parent
 ARGS = dict(scenario="oct10", obligations=["none", "strict"], rules=["none", "luld_like"], seeds=2, steps=40)

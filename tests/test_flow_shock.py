@@ -50,4 +50,4 @@ def test_index_drift_and_vol_scale_with_the_intensity(ramp):
         strength = float(flow.shock_intensity(jnp.asarray(t), noisy))
         index, _ = flow.index_step(jnp.float32(100.0), jnp.float32(0.0), jnp.float32(100.0), jnp.asarray(t), z1, noisy)
         drift = SHOCK["shock_drift_per_step"] * strength
-        assert float(jnp.log(index / 100.0)) - drift == pytest.approx(v * (1 + 3.0 * strength), rel=1e-3)
+        assert float(jnp.log(index / 100.0)) - drift == pytest.approx(v * (1 + (SHOCK["shock_vol_mult"] - 1) * strength), rel=1e-3)

@@ -10,12 +10,13 @@ import json
 import jax
 import numpy as np
 import pytest
-from hangs import SUBPROCESS_TIMEOUT_S  # tests/hangs.py
 
 import crashgym
 from agents import checkpoint, evaluate, ppo, ppo_lagrangian
 from crashgym.cli import main
 from crashgym.obligations import COMPONENTS, load_obligations
+
+from hangs import SUBPROCESS_TIMEOUT_S  # tests/hangs.py
 
 # The same market and config as `crashgym train --algo ppo-lag --steps 256 --seeds 2 --num-envs 16
 # --num-steps 8 --episode-steps 16 --accounts 128` builds, so the CLI test below reuses this
