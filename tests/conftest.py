@@ -16,7 +16,6 @@ from __future__ import annotations
 import faulthandler
 import os
 import pathlib
-import sys
 from collections.abc import Iterator
 from typing import IO
 
@@ -39,7 +38,9 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 # job was killed. A test (setup and teardown included) still running after WATCHDOG_S
 # (tests/hangs.py) has the Python stacks of all its threads written out and its process
 # exits. Under xdist that is a crashed worker: xdist replaces it, pytest-rerunfailures runs
-# the test once more, and the controller prints the stacks in the terminal summary.
+# the test once more, and the controller prints the stacks in the terminal summary. Without
+# xdist the run ends there (pytest's fd capture holds stderr, so the dump cannot go to the
+# terminal): the stacks are in .pytest_hangs/main-<pid>.txt.
 HANG_DIR = pathlib.Path(__file__).resolve().parent.parent / ".pytest_hangs"
 _hang_file: IO[str] | None = None
 
@@ -61,18 +62,15 @@ def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
     if WATCHDOG_S <= 0:
         yield
         return
-    worker = _worker(item.config)
-    out: IO[str] = sys.__stderr__  # without xdist the stacks go straight to the terminal
-    if worker is not None:
-        if _hang_file is None:
-            HANG_DIR.mkdir(exist_ok=True)
-            _hang_file = open(HANG_DIR / f"{worker}-{os.getpid()}.txt", "w")  # noqa: SIM115 (open for the session)
-        out = _hang_file
-        out.seek(0)
-        out.truncate()
-        out.write(f"{item.nodeid}\n")  # the controller's summary names the test
-        out.flush()
-    faulthandler.dump_traceback_later(WATCHDOG_S, exit=True, file=out)
+    if _hang_file is None:
+        HANG_DIR.mkdir(exist_ok=True)
+        name = _worker(item.config) or "main"
+        _hang_file = open(HANG_DIR / f"{name}-{os.getpid()}.txt", "w")  # noqa: SIM115 (open for the session)
+    _hang_file.seek(0)
+    _hang_file.truncate()
+    _hang_file.write(f"{item.nodeid}\n")
+    _hang_file.flush()
+    faulthandler.dump_traceback_later(WATCHDOG_S, exit=True, file=_hang_file)
     try:
         yield
     finally:
