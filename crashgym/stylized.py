@@ -85,6 +85,20 @@ def impact_exponent(sizes: np.ndarray, impacts: np.ndarray) -> dict[str, float]:
             "r2": float(1.0 - (resid**2).sum() / ss) if ss > 0 else float("nan")}
 
 
+def sqrt_law_prefactor(sizes: np.ndarray, impacts: np.ndarray, step_sigma: float, volume_per_step: float) -> np.ndarray:
+    """Y in impact = Y * sigma * sqrt(Q / V) for each metaorder (Toth et al. 2011: Y ~ 0.5-1).
+
+    sigma and V are the volatility and the traded volume over one period; any period gives the
+    same Y if returns scale diffusively (sigma_day = sigma_step * sqrt(steps), V_day = V_step *
+    steps), so per-step figures are used as they are measured. sizes in lots, impacts in log
+    return, step_sigma: log-return std per step, volume_per_step: lots traded per step.
+    """
+    if step_sigma <= 0 or volume_per_step <= 0:
+        raise ValueError("sqrt_law_prefactor needs step_sigma > 0 and volume_per_step > 0")
+    s = np.asarray(sizes, float)
+    return np.asarray(impacts, float) / (step_sigma * np.sqrt(s / volume_per_step))
+
+
 # ------------------------------------------------------------ liquidations
 def per_minute(x: np.ndarray, steps_per_minute: int) -> np.ndarray:
     """Sum of a per-step flow over whole minutes: (minutes, seeds)."""

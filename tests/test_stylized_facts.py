@@ -84,12 +84,33 @@ def test_impact_grows_with_metaorder_size(impact):
     assert (np.diff(y) > -2 * (se[1:] + se[:-1])).all()
 
 
+def test_sqrt_law_prefactor_and_exponent_recover_a_square_root_law():
+    sizes = np.array([60.0, 240.0, 960.0, 3840.0])
+    sigma, volume, prefactor = 4e-4, 250.0, 0.7
+    impacts_ = prefactor * sigma * np.sqrt(sizes / volume)
+    np.testing.assert_allclose(st.sqrt_law_prefactor(sizes, impacts_, sigma, volume), prefactor, rtol=1e-12)
+    assert st.impact_exponent(sizes, impacts_)["exponent"] == pytest.approx(0.5, abs=1e-9)
+    with pytest.raises(ValueError, match="volume_per_step > 0"):
+        st.sqrt_law_prefactor(sizes, impacts_, sigma, 0.0)
+
+
+def test_impact_has_the_square_root_laws_magnitude(impacts):
+    """impact = Y sigma sqrt(Q / V) with Y ~ 0.5-1 in real markets (MARKET_MECHANICS.md section 7):
+    sigma and V are the idle runs' own volatility and traded volume. Y varies with Q here (the
+    exponent is not 0.5, next test), so the check is on its median over the sizes, on both bases.
+    Measured 0.74 (seed 2025) and 0.58 (seed 7); Y per size 0.25-0.94."""
+    for r in impacts:
+        y = st.sqrt_law_prefactor(r["sizes"], r["impact"], r["step_sigma"], r["volume_per_step"])
+        assert 0.5 <= np.median(y) <= 1.0
+
+
 @pytest.mark.xfail(strict=True, reason=(
     "measured impact exponent 0.73 (R^2 0.98) with seed 2025 and 0.72 (R^2 0.97) with seed 7, 256 seeds each, "
-    "sizes 60-3840 lots over 5 minutes: concave, but not a square root. About linear up to ~500 lots (local "
-    "exponent ~0.9), ~0.6 above. The makers' quotes and the background arrivals refill at the current mid every "
-    "step, so impact keeps a linear part; latent-book ramps, slower books, convex arbitrage, makers centred on "
-    "the index or leaning on the order flow, and a latent counter-flow were tried: docs/scenarios.md, Known limits"))
+    "sizes 60-3840 lots over 5 minutes: about linear up to ~500 lots (local exponent ~0.9), ~0.6 above, convex "
+    "beyond ~4,000. Most of these metaorders are smaller than the background's own net taker flow over the same "
+    "5 minutes (std ~1,800 lots), so the market's response to them is linearized around that noise; a square root "
+    "over this range needs slow liquidity anchored away from the price (a latent book). What was tried: "
+    "docs/scenarios.md, Known limits"))
 def test_impact_is_roughly_square_root(impacts):
     for r in impacts:
         fit = st.impact_exponent(r["sizes"], r["impact"])
