@@ -1,4 +1,4 @@
-"""The `crashgym` command: run a scenario (and, as they land, compare / train / bench)."""
+"""The `crashgym` command: run a scenario; compare rule sets, train, bench, measure impact."""
 
 from __future__ import annotations
 
@@ -107,6 +107,7 @@ _COMMANDS = (
     ("compare", "crashgym.compare", "rule sets x seeds in one batch: market quality against the makers' cost"),
     ("train", "crashgym.train", "train an agent (JAX PPO, PPO-Lagrangian or SB3 PPO) and write a checkpoint"),
     ("bench", "crashgym.bench", "throughput of the market step and the Gymnasium envs, peers side by side"),
+    ("impact", "crashgym.impact", "metaorder price impact against size, beside the square-root law"),
 )
 
 

@@ -1,21 +1,30 @@
-"""Metaorder price impact: how far the mid moves when the agent buys Q lots over K steps.
+"""Metaorder price impact: how far the mid moves when the agent trades Q lots over K steps.
 
 Experiment (Toth et al. 2011 measure impact of metaorders executed over time):
 1. run a batch of markets for `warmup_steps` with no agent (independent seeds);
 2. from those same states, run K steps twice with the same keys: once with the agent
-   buying Q / K lots per step at market, once idle (common random numbers, so the
+   trading Q / K lots per step at market, once idle (common random numbers, so the
    background noise cancels in the difference);
-3. impact(Q) = mean over seeds of log(mid with the metaorder / mid without) at step K.
+3. impact(Q) = mean over seeds of log(mid with the metaorder / mid without) at step K,
+   signed so that a move in the metaorder's direction is positive.
 
 The exponent of impact against Q is fitted by `crashgym.stylized.impact_exponent`;
 square-root impact is ~0.5. Its prefactor Y in impact = Y sigma sqrt(Q / V) comes from
 `crashgym.stylized.sqrt_law_prefactor`, with sigma and V (the traded volume) measured on the
-idle runs. This is JAX (it steps the market); the statistics are numpy.
+idle runs. The experiment is JAX (it steps the market); the statistics are numpy.
+
+`crashgym impact` (``add_arguments`` / ``run`` below) runs it on any scenario, with rule
+files and obligations laid over it, and prints the curve beside the square-root law.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
+import os
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -25,23 +34,38 @@ from crashgym.market import Market, no_orders
 from crashgym.params import MarketParams
 from crashgym.types import MarketShape
 
+SIDES = {"buy": 1, "sell": -1}
+
 
 def metaorder_impact(shape: MarketShape, params: MarketParams, sizes_lots: Sequence[int], *, seeds: int = 64,
-                     warmup_steps: int = 120, horizon_steps: int = 30, seed: int = 0) -> dict[str, np.ndarray]:
-    """Mean log impact of buy metaorders of each size (lots, spread evenly over horizon_steps).
+                     warmup_steps: int = 120, horizon_steps: int = 30, seed: int = 0, side: str = "buy"
+                     ) -> dict[str, Any]:
+    """Mean log impact of metaorders of each size (lots, spread evenly over horizon_steps).
 
+    side: "buy" or "sell"; impacts are signed so that a move in the metaorder's direction is > 0.
     Returns {"sizes": (k,) lots actually sent (Q rounded down to a multiple of horizon_steps),
     "impact": (k,) mean log mid change vs the idle twin, "impact_se": (k,) its standard error
-    over seeds, "step_sigma": per-step log-return std of the idle runs' mark,
-    "volume_per_step": mean taker lots traded per step in the idle runs (every taker:
-    background, arbitrage, traders, liquidations)}.
+    over seeds, "agent_liquidated": (k,) seeds in which the agent's position was liquidated
+    during the metaorder (its margin is the env's; such a metaorder stopped early),
+    "step_sigma": per-step log-return std of the idle runs' mark, "volume_per_step": mean
+    taker lots traded per step in the idle runs (every taker: background, arbitrage,
+    traders, liquidations)}.
     """
-    market = Market(shape)
-    key = jax.random.key(seed)
-    k_init, k_warm, k_meta = jax.random.split(key, 3)
     sizes = np.asarray(sizes_lots, np.int64)
-    if (sizes <= 0).any():
-        raise ValueError("metaorder sizes must be positive lots")
+    if side not in SIDES:
+        raise ValueError(f"side must be one of {sorted(SIDES)}, got {side!r}")
+    if seeds < 2:
+        raise ValueError(f"seeds must be >= 2 (a standard error needs two), got {seeds}")
+    if horizon_steps < 1 or warmup_steps < 0:
+        raise ValueError(f"horizon_steps must be >= 1 and warmup_steps >= 0, got {horizon_steps} and {warmup_steps}")
+    if sizes.size == 0 or (sizes < horizon_steps).any():
+        raise ValueError(f"metaorder sizes must be at least horizon_steps = {horizon_steps} lots (one lot a step), "
+                         f"got {sizes.tolist()}")
+    if warmup_steps + horizon_steps > shape.episode_steps:
+        raise ValueError(f"warmup_steps + horizon_steps = {warmup_steps + horizon_steps} is past the episode "
+                         f"({shape.episode_steps} steps)")
+    market = Market(shape)
+    k_init, k_warm, k_meta = jax.random.split(jax.random.key(seed), 3)
 
     @jax.jit
     def warm(keys):
@@ -57,28 +81,170 @@ def metaorder_impact(shape: MarketShape, params: MarketParams, sizes_lots: Seque
 
     @jax.jit
     def run(states, per_step_lots):
-        """Mid after horizon_steps with the agent buying per_step_lots each step (batch), the mark path
-        and the taker lots traded per step."""
+        """Mid after horizon_steps with the agent trading per_step_lots (signed) each step (batch),
+        the mark path, the taker lots traded per step and whether the agent was liquidated."""
         keys = jax.random.split(k_meta, horizon_steps)
 
         def body(s, k):
             orders = jax.vmap(lambda q: no_orders().replace(market_lots=q))(per_step_lots)
             s, info = market.step_batch(jax.random.split(k, seeds), s, orders, params)
-            return s, (info["mid_price"], info["mark_price"], info["taker_volume_lots"])
+            return s, (info["mid_price"], info["mark_price"], info["taker_volume_lots"], info["agent_liquidated"])
 
-        _, (mid, mark, volume) = jax.lax.scan(body, states, keys)
-        return mid[-1], mark, volume
+        _, (mid, mark, volume, liquidated) = jax.lax.scan(body, states, keys)
+        return mid[-1], mark, volume, jnp.any(liquidated, axis=0)
 
     states = warm(jax.random.split(k_init, seeds))
-    base_mid, base_mark, base_volume = run(states, jnp.zeros(seeds, jnp.int32))
-    impacts, errors = [], []
+    base_mid, base_mark, base_volume, _ = run(states, jnp.zeros(seeds, jnp.int32))
+    sign = SIDES[side]
+    impacts, errors, liquidated = [], [], []
     for q in sizes:
         per_step = int(q // horizon_steps)  # Q spread evenly; the size reported is per_step * horizon
-        mid, _, _ = run(states, jnp.full(seeds, per_step, jnp.int32))
-        d = np.log(np.asarray(mid, float)) - np.log(np.asarray(base_mid, float))
+        mid, _, _, liq = run(states, jnp.full(seeds, sign * per_step, jnp.int32))
+        d = sign * (np.log(np.asarray(mid, float)) - np.log(np.asarray(base_mid, float)))
         impacts.append(d.mean())
         errors.append(d.std(ddof=1) / np.sqrt(seeds))
+        liquidated.append(int(np.asarray(liq).sum()))
     executed = (sizes // horizon_steps) * horizon_steps
     returns = np.diff(np.log(np.asarray(base_mark, float)), axis=0)
     return {"sizes": executed.astype(float), "impact": np.asarray(impacts), "impact_se": np.asarray(errors),
-            "step_sigma": float(returns.std()), "volume_per_step": float(np.asarray(base_volume, float).mean())}
+            "agent_liquidated": np.asarray(liquidated), "step_sigma": float(returns.std()),
+            "volume_per_step": float(np.asarray(base_volume, float).mean())}
+
+
+def impact_report(result: dict[str, Any], *, horizon_steps: int, step_seconds: float) -> dict[str, Any]:
+    """Per-size rows (JSON-ready) and the power-law fit of a `metaorder_impact` result.
+
+    Each row: size in lots, the fraction of a day's traded volume it is, its participation rate
+    (its lots over all taker lots while it runs, itself included), impact and standard error in
+    basis points, and Y of the square-root law (crashgym.stylized.sqrt_law_prefactor).
+    """
+    from crashgym import stylized
+
+    sizes, v = result["sizes"], result["volume_per_step"]
+    y = stylized.sqrt_law_prefactor(sizes, result["impact"], result["step_sigma"], v)
+    per_step = sizes / horizon_steps
+    day_volume = v * 86400.0 / step_seconds
+    rows = [{"size_lots": float(q), "fraction_of_day_volume": float(q / day_volume),
+             "participation": float(r / (r + v)), "impact_bps": float(i * 1e4), "impact_se_bps": float(se * 1e4),
+             "sqrt_law_y": float(yy), "agent_liquidated_seeds": int(liq)}
+            for q, r, i, se, yy, liq in zip(sizes, per_step, result["impact"], result["impact_se"], y,
+                                            result["agent_liquidated"])]
+    positive = int((result["impact"] > 0).sum())  # a power law is fitted to the positive impacts only
+    fit = {**stylized.impact_exponent(sizes, result["impact"]), "sizes_fitted": positive} if positive >= 2 else None
+    return {"rows": rows, "fit": fit, "step_sigma": result["step_sigma"], "volume_per_step": v}
+
+
+def plot_impact(report: dict[str, Any], path: str, *, title: str) -> None:
+    """Impact against size (log-log, with standard errors) beside the square-root law with Y
+    from 0.5 to 1 (the real range, MARKET_MECHANICS.md section 7). Matplotlib (Agg) only."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rows"]
+    q = np.array([r["size_lots"] for r in rows])
+    i = np.array([r["impact_bps"] for r in rows])
+    se = np.array([r["impact_se_bps"] for r in rows])
+    law = 1e4 * report["step_sigma"] * np.sqrt(q / report["volume_per_step"])
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ax.fill_between(q, 0.5 * law, law, color="C2", alpha=0.2, label="square-root law, Y 0.5-1 (real)")
+    ax.errorbar(q, np.maximum(i, 1e-3), yerr=se, fmt="o-", color="C0", capsize=3, label="simulated (mean, se)")
+    if report["fit"] is not None:
+        f = report["fit"]
+        ax.plot(q, 1e4 * f["prefactor"] * q ** f["exponent"], "--", color="C0", alpha=0.6,
+                label=f"fit: exponent {f['exponent']:.2f}, R^2 {f['r2']:.2f}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("metaorder size Q (lots)")
+    ax.set_ylabel("impact (bp)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scenario", default="calm", help="scenario name (configs/scenarios) or TOML path")
+    parser.add_argument("--rules", default=None, help="comma-separated rule files laid over the scenario")
+    parser.add_argument("--obligations", default="none", help="obligation set binding the background makers")
+    parser.add_argument("--sizes", default="60,120,240,480,960,1920,3840", help="comma-separated metaorder sizes (lots)")
+    parser.add_argument("--side", default="buy", choices=sorted(SIDES))
+    parser.add_argument("--horizon-steps", type=int, default=30, help="steps the metaorder is spread over")
+    parser.add_argument("--warmup-steps", type=int, default=120,
+                        help="steps before it starts (past the scenario's shock_step to trade into a crash)")
+    parser.add_argument("--seeds", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--plot", default=None)
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise SystemExit(f"error: --sizes must be comma-separated whole lots, got {text!r}") from None
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from rich.console import Console
+    from rich.table import Table
+
+    from crashgym.config import ConfigError
+    from crashgym.scenarios import load_scenario
+
+    sizes = _sizes(args.sizes)
+    try:
+        sc = load_scenario(args.scenario, rules=args.rules.split(",") if args.rules else None)
+        if args.obligations != "none":
+            from crashgym.obligations import load_obligations
+
+            sc = dataclasses.replace(sc, params=sc.params.replace(maker_obligation=load_obligations(args.obligations)))
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
+    try:
+        result = metaorder_impact(sc.shape, sc.params, sizes, seeds=args.seeds, warmup_steps=args.warmup_steps,
+                                  horizon_steps=args.horizon_steps, seed=args.seed, side=args.side)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    report = impact_report(result, horizon_steps=args.horizon_steps, step_seconds=float(sc.params.step_seconds))
+    minutes = args.horizon_steps * float(sc.params.step_seconds) / 60
+    title = f"{sc.name}: {args.side} metaorders over {minutes:g} min from step {args.warmup_steps} ({args.seeds} seeds)"
+    table = Table(title=f"crashgym impact: {title}, common random numbers")
+    for col in ("size (lots)", "of a day's volume", "participation", "impact (bp)", "se (bp)", "Y"):
+        table.add_column(col, justify="right")
+    for r in report["rows"]:
+        table.add_row(f"{r['size_lots']:.0f}", f"{r['fraction_of_day_volume']:.1e}", f"{r['participation']:.1%}",
+                      f"{r['impact_bps']:.2f}", f"{r['impact_se_bps']:.2f}", f"{r['sqrt_law_y']:.2f}")
+    console = Console()
+    console.print(table)
+    fit = report["fit"]
+    console.print("fit: " + (f"impact ~ Q^{fit['exponent']:.2f} (R^2 {fit['r2']:.2f}, {fit['sizes_fitted']} of "
+                             f"{len(sizes)} sizes: those with impact > 0); square root 0.5" if fit
+                             else "fewer than two positive impacts, no fit")
+                  + "; Y in impact = Y sigma sqrt(Q/V), real 0.5-1 (sigma, V: the idle runs')")
+    liquidated = sum(r["agent_liquidated_seeds"] for r in report["rows"])
+    if liquidated:
+        console.print(f"warning: the agent was liquidated in {liquidated} metaorder runs (its margin is the env's); "
+                      "those metaorders stopped early")
+    out = {"scenario": sc.name, "rules": args.rules, "obligations": args.obligations, "side": args.side,
+           "seeds": args.seeds, "seed": args.seed, "warmup_steps": args.warmup_steps,
+           "horizon_steps": args.horizon_steps, **report}
+    if args.json:
+        with open(_out(args.json), "w") as fh:
+            json.dump(out, fh, indent=2)
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot_impact(report, _out(args.plot), title=title)
+        print(f"wrote {args.plot}")
+    return out
+
+
+def _out(path: str) -> str:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return path

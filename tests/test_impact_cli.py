@@ -1,0 +1,65 @@
+"""`crashgym impact` end to end on a small batch: table, JSON shape, plot, signs, clear errors.
+
+The calibrated impact curve itself (256 seeds) is checked in test_stylized_facts.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from crashgym.cli import main
+from crashgym.impact import metaorder_impact
+from crashgym.scenarios import load_scenario
+
+
+def test_impact_cli_writes_json_and_plot(tmp_path, capsys):
+    out, png = tmp_path / "impact.json", tmp_path / "impact.png"
+    argv = ["impact", "--scenario", "calm", "--side", "sell", "--sizes", "60,3000", "--horizon-steps", "6",
+            "--warmup-steps", "12", "--seeds", "8", "--json", str(out), "--plot", str(png)]
+    assert main(argv) == 0
+    data = json.loads(out.read_text())
+    assert data["scenario"] == "calm" and data["side"] == "sell" and data["seeds"] == 8
+    assert [r["size_lots"] for r in data["rows"]] == [60.0, 3000.0]  # multiples of the 6 steps
+    big = data["rows"][1]
+    # 500 lots a step sold into calm's book: the mid falls, reported as a positive impact.
+    assert big["impact_bps"] > 3 * big["impact_se_bps"] > 0
+    sigma, volume = data["step_sigma"], data["volume_per_step"]
+    assert big["sqrt_law_y"] == pytest.approx(big["impact_bps"] / 1e4 / (sigma * np.sqrt(3000.0 / volume)))
+    assert 0 < data["rows"][0]["participation"] < big["participation"] < 1
+    assert big["fraction_of_day_volume"] == pytest.approx(3000.0 / (volume * 8640))  # 10 s steps
+    assert png.stat().st_size > 10_000
+    assert "participation" in capsys.readouterr().out
+
+
+def test_buy_and_sell_metaorders_move_the_mid_their_way():
+    sc = load_scenario("calm")
+    kw = dict(seeds=8, warmup_steps=12, horizon_steps=6, seed=3)
+    buy = metaorder_impact(sc.shape, sc.params, [3000], side="buy", **kw)
+    sell = metaorder_impact(sc.shape, sc.params, [3000], side="sell", **kw)
+    for r in (buy, sell):  # signed in the metaorder's direction
+        assert r["impact"][0] > 3 * r["impact_se"][0]
+        assert r["agent_liquidated"][0] == 0
+    assert buy["step_sigma"] == sell["step_sigma"] and buy["volume_per_step"] == sell["volume_per_step"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--sizes", "10,60"], "at least horizon_steps = 30 lots"),
+    (["--sizes", "60,lots"], "--sizes must be comma-separated whole lots"),
+    (["--seeds", "1"], "seeds must be >= 2"),
+    (["--warmup-steps", "1070"], "past the episode (1080 steps)"),
+    (["--scenario", "nosuch"], "unknown scenarios config 'nosuch'"),
+    (["--obligations", "nosuch"], "unknown obligations config 'nosuch'"),
+])
+def test_impact_cli_errors_name_the_problem(argv, message):
+    with pytest.raises(SystemExit) as e:
+        main(["impact"] + argv)
+    assert message in str(e.value)
+
+
+def test_unknown_side_is_refused():
+    sc = load_scenario("calm")
+    with pytest.raises(ValueError, match="side must be one of"):
+        metaorder_impact(sc.shape, sc.params, [60], side="short")
