@@ -79,6 +79,7 @@ def test_no_liquidation_cascade_in_most_seeds(calm):
 def test_impact_grows_with_metaorder_size(impact):
     """Buying moves the mid up, more for larger metaorders (beyond the noise)."""
     y, se = impact["impact"], impact["impact_se"]
+    assert (impact["agent_liquidated"] == 0).all()  # every metaorder ran to its end
     assert (y > 0).all()
     assert y[-1] > y[0] + 3 * (se[-1] + se[0])
     assert (np.diff(y) > -2 * (se[1:] + se[:-1])).all()
