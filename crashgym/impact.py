@@ -115,8 +115,9 @@ def impact_report(result: dict[str, Any], *, horizon_steps: int, step_seconds: f
     """Per-size rows (JSON-ready) and the power-law fit of a `metaorder_impact` result.
 
     Each row: size in lots, the fraction of a day's traded volume it is, its participation rate
-    (its lots over all taker lots while it runs, itself included), impact and standard error in
-    basis points, and Y of the square-root law (crashgym.stylized.sqrt_law_prefactor).
+    (its lots over its own plus the idle twin's taker lots: the flow it excites is not counted),
+    impact and standard error in basis points, and Y of the square-root law
+    (crashgym.stylized.sqrt_law_prefactor).
     """
     from crashgym import stylized
 
