@@ -49,7 +49,7 @@ def metaorder_impact(shape: MarketShape, params: MarketParams, sizes_lots: Seque
     during the metaorder (its margin is the env's; such a metaorder stopped early),
     "step_sigma": per-step log-return std of the idle runs' mark, "volume_per_step": mean
     taker lots traded per step in the idle runs (every taker: background, arbitrage,
-    traders, liquidations)}.
+    traders, liquidations); both from the second half of the warm-up and the idle horizon}.
     """
     sizes = np.asarray(sizes_lots, np.int64)
     if side not in SIDES:
@@ -72,12 +72,12 @@ def metaorder_impact(shape: MarketShape, params: MarketParams, sizes_lots: Seque
         states = jax.vmap(market.init, in_axes=(0, None))(keys, params)
 
         def body(s, k):
-            s, _ = market.step_batch(jax.random.split(k, seeds), s, jax.vmap(lambda _: no_orders())(jnp.arange(seeds)),
-                                     params)
-            return s, None
+            s, info = market.step_batch(jax.random.split(k, seeds), s,
+                                        jax.vmap(lambda _: no_orders())(jnp.arange(seeds)), params)
+            return s, (info["mark_price"], info["taker_volume_lots"])
 
-        states, _ = jax.lax.scan(body, states, jax.random.split(k_warm, warmup_steps))
-        return states
+        states, (mark, volume) = jax.lax.scan(body, states, jax.random.split(k_warm, warmup_steps))
+        return states, mark, volume
 
     @jax.jit
     def run(states, per_step_lots):
@@ -93,7 +93,7 @@ def metaorder_impact(shape: MarketShape, params: MarketParams, sizes_lots: Seque
         _, (mid, mark, volume, liquidated) = jax.lax.scan(body, states, keys)
         return mid[-1], mark, volume, jnp.any(liquidated, axis=0)
 
-    states = warm(jax.random.split(k_init, seeds))
+    states, warm_mark, warm_volume = warm(jax.random.split(k_init, seeds))
     base_mid, base_mark, base_volume, _ = run(states, jnp.zeros(seeds, jnp.int32))
     sign = SIDES[side]
     impacts, errors, liquidated = [], [], []
@@ -105,10 +105,15 @@ def metaorder_impact(shape: MarketShape, params: MarketParams, sizes_lots: Seque
         errors.append(d.std(ddof=1) / np.sqrt(seeds))
         liquidated.append(int(np.asarray(liq).sum()))
     executed = (sizes // horizon_steps) * horizon_steps
-    returns = np.diff(np.log(np.asarray(base_mark, float)), axis=0)
+    # sigma and V over the idle path from half-way through the warm-up (past the reset's transient)
+    # to the end of the horizon: a longer window than the horizon alone steadies them.
+    start = warmup_steps // 2
+    mark = np.concatenate([np.asarray(warm_mark, float)[start:], np.asarray(base_mark, float)])
+    volume = np.concatenate([np.asarray(warm_volume, float)[start:], np.asarray(base_volume, float)])
+    returns = np.diff(np.log(mark), axis=0)
     return {"sizes": executed.astype(float), "impact": np.asarray(impacts), "impact_se": np.asarray(errors),
             "agent_liquidated": np.asarray(liquidated), "step_sigma": float(returns.std()),
-            "volume_per_step": float(np.asarray(base_volume, float).mean())}
+            "volume_per_step": float(volume.mean())}
 
 
 def impact_report(result: dict[str, Any], *, horizon_steps: int, step_seconds: float) -> dict[str, Any]:
