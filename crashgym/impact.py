@@ -49,7 +49,8 @@ def metaorder_impact(shape: MarketShape, params: MarketParams, sizes_lots: Seque
     during the metaorder (its margin is the env's; such a metaorder stopped early),
     "step_sigma": per-step log-return std of the idle runs' mark, "volume_per_step": mean
     taker lots traded per step in the idle runs (every taker: background, arbitrage,
-    traders, liquidations); both from the second half of the warm-up and the idle horizon}.
+    traders, liquidations); both over the idle horizon and the last min(warmup_steps // 2,
+    4 * horizon_steps) warm-up steps before it}.
     """
     sizes = np.asarray(sizes_lots, np.int64)
     if side not in SIDES:
@@ -105,9 +106,10 @@ def metaorder_impact(shape: MarketShape, params: MarketParams, sizes_lots: Seque
         errors.append(d.std(ddof=1) / np.sqrt(seeds))
         liquidated.append(int(np.asarray(liq).sum()))
     executed = (sizes // horizon_steps) * horizon_steps
-    # sigma and V over the idle path from half-way through the warm-up (past the reset's transient)
-    # to the end of the horizon: a longer window than the horizon alone steadies them.
-    start = warmup_steps // 2
+    # sigma and V over the idle path's horizon and the warm-up steps just before it: a longer
+    # window than the horizon alone steadies them. At most half the warm-up (the reset's
+    # transient stays out) and 4 horizons (they describe the market the metaorder meets).
+    start = warmup_steps - min(warmup_steps // 2, 4 * horizon_steps)
     mark = np.concatenate([np.asarray(warm_mark, float)[start:], np.asarray(base_mark, float)])
     volume = np.concatenate([np.asarray(warm_volume, float)[start:], np.asarray(base_volume, float)])
     returns = np.diff(np.log(mark), axis=0)
