@@ -55,27 +55,41 @@ def _table(title: str, summary: dict[str, dict[str, float]]) -> None:
     Console().print(table)
 
 
+def output_path(path: str) -> str:
+    """`path`, its folder created if missing (the commands' --json / --plot / --csv)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return path
+
+
+def load_cli_scenario(scenario: str, rules: str | None, obligations: str):
+    """The scenario with comma-separated rule files laid over it and the obligation set binding
+    its background makers ('none': none), as `run` and `impact` take them; a config error exits
+    with its message."""
+    import dataclasses
+
+    from crashgym.config import ConfigError
+    from crashgym.scenarios import load_scenario
+
+    try:
+        sc = load_scenario(scenario, rules=rules.split(",") if rules else None)
+        if obligations != "none":
+            from crashgym.obligations import load_obligations
+
+            sc = dataclasses.replace(sc, params=sc.params.replace(maker_obligation=load_obligations(obligations)))
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
+    return sc
+
+
 def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     import dataclasses
 
     import jax
 
-    from crashgym.config import ConfigError
     from crashgym.metrics import scenario_metrics, summarize
     from crashgym.rollout import run_batch
-    from crashgym.scenarios import load_scenario
 
-    try:
-        sc = load_scenario(args.scenario, rules=args.rules.split(",") if args.rules else None)
-    except ConfigError as e:
-        raise SystemExit(f"error: {e}") from None
-    if args.obligations != "none":  # the obligation binds the background makers
-        from crashgym.obligations import load_obligations
-
-        try:
-            sc = dataclasses.replace(sc, params=sc.params.replace(maker_obligation=load_obligations(args.obligations)))
-        except ConfigError as e:
-            raise SystemExit(f"error: {e}") from None
+    sc = load_cli_scenario(args.scenario, args.rules, args.obligations)
     if args.steps:
         sc = dataclasses.replace(sc, shape=dataclasses.replace(sc.shape, episode_steps=args.steps))
     policy = _policy(args.agent)
@@ -89,15 +103,13 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     _table(f"crashgym run: {sc.name} ({args.seeds} seeds, agent {args.agent}, device {jax.devices()[0].platform})", summary)
     result = {"scenario": sc.name, "step_seconds": step_seconds, "seeds": args.seeds, "metrics": summary}
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as fh:
+        with open(output_path(args.json), "w") as fh:
             json.dump(result, fh, indent=2)
         print(f"wrote {args.json}")
     if args.plot:
         from crashgym.plot import plot_episode
 
-        os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)
-        plot_episode(info, args.plot, title=f"{sc.name}: {sc.description}", step_seconds=float(p.step_seconds),
+        plot_episode(info, output_path(args.plot), title=f"{sc.name}: {sc.description}", step_seconds=float(p.step_seconds),
                      shock_step=int(p.flow.shock_step), n_makers=sc.shape.n_makers)
         print(f"wrote {args.plot}")
     return result

@@ -23,7 +23,6 @@ import argparse
 import csv
 import dataclasses
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -197,13 +196,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", default=None, help="write the trade-off plot (PNG) here")
 
 
-def _out(path: str) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    return path
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from crashgym.cli import output_path
 
     if args.seeds < 1:
         raise SystemExit("error: --seeds must be >= 1")
@@ -236,13 +232,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
           f"(compile included) on {result['devices']} {result['platform']} device(s); "
           f"{result['step_seconds'] * 1e3:.2f} ms per batched step after compile")
     if args.json:
-        with open(_out(args.json), "w") as fh:
+        with open(output_path(args.json), "w") as fh:
             json.dump(result, fh, indent=2)
         print(f"wrote {args.json}")
     if args.csv:
-        write_csv(result, _out(args.csv))
+        write_csv(result, output_path(args.csv))
         print(f"wrote {args.csv}")
     if args.plot:
-        plot_tradeoff(result, _out(args.plot))
+        plot_tradeoff(result, output_path(args.plot))
         print(f"wrote {args.plot}")
     return result

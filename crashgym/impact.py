@@ -20,9 +20,7 @@ files and obligations laid over it, and prints the curve beside the square-root 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -203,18 +201,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from rich.console import Console
     from rich.table import Table
 
-    from crashgym.config import ConfigError
-    from crashgym.scenarios import load_scenario
+    from crashgym.cli import load_cli_scenario, output_path
 
     sizes = _sizes(args.sizes)
-    try:
-        sc = load_scenario(args.scenario, rules=args.rules.split(",") if args.rules else None)
-        if args.obligations != "none":
-            from crashgym.obligations import load_obligations
-
-            sc = dataclasses.replace(sc, params=sc.params.replace(maker_obligation=load_obligations(args.obligations)))
-    except ConfigError as e:
-        raise SystemExit(f"error: {e}") from None
+    sc = load_cli_scenario(args.scenario, args.rules, args.obligations)
     try:
         result = metaorder_impact(sc.shape, sc.params, sizes, seeds=args.seeds, warmup_steps=args.warmup_steps,
                                   horizon_steps=args.horizon_steps, seed=args.seed, side=args.side)
@@ -244,15 +234,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
            "seeds": args.seeds, "seed": args.seed, "warmup_steps": args.warmup_steps,
            "horizon_steps": args.horizon_steps, **report}
     if args.json:
-        with open(_out(args.json), "w") as fh:
+        with open(output_path(args.json), "w") as fh:
             json.dump(out, fh, indent=2)
         print(f"wrote {args.json}")
     if args.plot:
-        plot_impact(report, _out(args.plot), title=title)
+        plot_impact(report, output_path(args.plot), title=title)
         print(f"wrote {args.plot}")
     return out
-
-
-def _out(path: str) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    return path

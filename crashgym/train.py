@@ -171,8 +171,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print(f"trained {args.algo} on {args.env}/{scenario} ({obligations}): {steps_done} steps per seed, "
           f"{sps:,.0f} env-steps/s; checkpoint {path}")
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as fh:
+        from crashgym.cli import output_path
+
+        with open(output_path(args.json), "w") as fh:
             json.dump(result_json, fh, indent=2)
         print(f"wrote {args.json}")
     return result_json
