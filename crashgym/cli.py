@@ -8,9 +8,12 @@ import importlib.util
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # the CLI imports JAX-heavy modules only when a command runs
+    from crashgym.scenarios import Scenario
 
 
 def _progress(description: str):
@@ -61,7 +64,7 @@ def output_path(path: str) -> str:
     return path
 
 
-def load_cli_scenario(scenario: str, rules: str | None, obligations: str):
+def load_cli_scenario(scenario: str, rules: str | None, obligations: str) -> Scenario:
     """The scenario with comma-separated rule files laid over it and the obligation set binding
     its background makers ('none': none), as `run` and `impact` take them; a config error exits
     with its message."""
