@@ -9,12 +9,13 @@ export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
 
 .PHONY: demo test bench install clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# A CPU build of torch first, or stable-baselines3 pulls several GB of CUDA wheels.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[sb3,notebooks,dev]"
+	# The tested versions (constraints.txt); pyproject.toml keeps ranges for library users.
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[sb3,notebooks,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

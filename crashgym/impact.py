@@ -43,7 +43,8 @@ def metaorder_impact(shape: MarketShape, params: MarketParams, sizes_lots: Seque
     side: "buy" or "sell"; impacts are signed so that a move in the metaorder's direction is > 0.
     Returns {"sizes": (k,) lots actually sent (Q rounded down to a multiple of horizon_steps),
     "impact": (k,) mean log mid change vs the idle twin, "impact_se": (k,) its standard error
-    over seeds, "agent_liquidated": (k,) seeds in which the agent's position was liquidated
+    over seeds, "impact_per_seed": (k, seeds) the log mid changes themselves (the same seeds
+    for every size: for a bootstrap over seeds), "agent_liquidated": (k,) seeds in which the agent's position was liquidated
     during the metaorder (its margin is the env's; such a metaorder stopped early),
     "step_sigma": per-step log-return std of the idle runs' mark, "volume_per_step": mean
     taker lots traded per step in the idle runs (every taker: background, arbitrage,
@@ -95,14 +96,13 @@ def metaorder_impact(shape: MarketShape, params: MarketParams, sizes_lots: Seque
     states, warm_mark, warm_volume = warm(jax.random.split(k_init, seeds))
     base_mid, base_mark, base_volume, _ = run(states, jnp.zeros(seeds, jnp.int32))
     sign = SIDES[side]
-    impacts, errors, liquidated = [], [], []
+    per_seed, liquidated = [], []
     for q in sizes:
         per_step = int(q // horizon_steps)  # Q spread evenly; the size reported is per_step * horizon
         mid, _, _, liq = run(states, jnp.full(seeds, sign * per_step, jnp.int32))
-        d = sign * (np.log(np.asarray(mid, float)) - np.log(np.asarray(base_mid, float)))
-        impacts.append(d.mean())
-        errors.append(d.std(ddof=1) / np.sqrt(seeds))
+        per_seed.append(sign * (np.log(np.asarray(mid, float)) - np.log(np.asarray(base_mid, float))))
         liquidated.append(int(np.asarray(liq).sum()))
+    per_seed = np.stack(per_seed)
     executed = (sizes // horizon_steps) * horizon_steps
     # sigma and V over the idle path's horizon and the warm-up steps just before it: a longer
     # window than the horizon alone steadies them. At most half the warm-up (the reset's
@@ -111,7 +111,8 @@ def metaorder_impact(shape: MarketShape, params: MarketParams, sizes_lots: Seque
     mark = np.concatenate([np.asarray(warm_mark, float)[start:], np.asarray(base_mark, float)])
     volume = np.concatenate([np.asarray(warm_volume, float)[start:], np.asarray(base_volume, float)])
     returns = np.diff(np.log(mark), axis=0)
-    return {"sizes": executed.astype(float), "impact": np.asarray(impacts), "impact_se": np.asarray(errors),
+    return {"sizes": executed.astype(float), "impact": per_seed.mean(axis=1),
+            "impact_se": per_seed.std(axis=1, ddof=1) / np.sqrt(seeds), "impact_per_seed": per_seed,
             "agent_liquidated": np.asarray(liquidated), "step_sigma": float(returns.std()),
             "volume_per_step": float(volume.mean())}
 
@@ -122,7 +123,8 @@ def impact_report(result: dict[str, Any], *, horizon_steps: int, step_seconds: f
     Each row: size in lots, the fraction of a day's traded volume it is, its participation rate
     (its lots over its own plus the idle twin's taker lots: the flow it excites is not counted),
     impact and standard error in basis points, and Y of the square-root law
-    (crashgym.stylized.sqrt_law_prefactor).
+    (crashgym.stylized.sqrt_law_prefactor). The fit carries the exponent's 90% bootstrap interval
+    over seeds (crashgym.stylized.impact_exponent_interval; None when the seeds cannot bound it).
     """
     from crashgym import stylized
 
@@ -136,7 +138,12 @@ def impact_report(result: dict[str, Any], *, horizon_steps: int, step_seconds: f
             for q, r, i, se, yy, liq in zip(sizes, per_step, result["impact"], result["impact_se"], y,
                                             result["agent_liquidated"])]
     positive = int((result["impact"] > 0).sum())  # a power law is fitted to the positive impacts only
-    fit = {**stylized.impact_exponent(sizes, result["impact"]), "sizes_fitted": positive} if positive >= 2 else None
+    fit = None
+    if positive >= 2:
+        lo, hi = stylized.impact_exponent_interval(sizes, result["impact_per_seed"], level=0.9)
+        bounded = bool(np.isfinite(lo) and np.isfinite(hi))
+        fit = {**stylized.impact_exponent(sizes, result["impact"]), "sizes_fitted": positive,
+               "exponent_interval_90": [lo, hi] if bounded else None}
     return {"rows": rows, "fit": fit, "step_sigma": result["step_sigma"], "volume_per_step": v}
 
 
@@ -222,8 +229,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     console = Console()
     console.print(table)
     fit = report["fit"]
-    console.print("fit: " + (f"impact ~ Q^{fit['exponent']:.2f} (R^2 {fit['r2']:.2f}, {fit['sizes_fitted']} of "
-                             f"{len(sizes)} sizes: those with impact > 0); square root 0.5" if fit
+    if fit:
+        band = fit["exponent_interval_90"]
+        band_text = f"90% interval {band[0]:.2f}-{band[1]:.2f} over seeds" if band else "too few seeds to bound it"
+    console.print("fit: " + (f"impact ~ Q^{fit['exponent']:.2f} ({band_text}; R^2 {fit['r2']:.2f}, {fit['sizes_fitted']} "
+                             f"of {len(sizes)} sizes: those with impact > 0); square root 0.5" if fit
                              else "fewer than two positive impacts, no fit")
                   + "; Y in impact = Y sigma sqrt(Q/V), real 0.5-1 (sigma, V: the idle runs')")
     liquidated = sum(r["agent_liquidated_seeds"] for r in report["rows"])

@@ -85,6 +85,36 @@ def impact_exponent(sizes: np.ndarray, impacts: np.ndarray) -> dict[str, float]:
             "r2": float(1.0 - (resid**2).sum() / ss) if ss > 0 else float("nan")}
 
 
+def impact_exponent_interval(sizes: np.ndarray, impact_per_seed: np.ndarray, *, level: float = 0.9,
+                             resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Bootstrap interval of the impact exponent over seeds (percentile method).
+
+    impact_per_seed: (k, seeds) impacts of each size in each seed, the same seeds for every
+    size (common random numbers), so whole seeds are resampled and the sizes' correlation is
+    kept. Each resample refits `impact_exponent` to its mean impacts. A resample with fewer
+    than two positive means has no fit: if more than 1 - level of them have none, the data
+    cannot bound the exponent and the interval is (-inf, inf); otherwise they are left out.
+    Returns the (lower, upper) bounds of the central `level` interval.
+    """
+    per_seed = np.asarray(impact_per_seed, float)
+    if per_seed.ndim != 2 or per_seed.shape[0] != np.size(sizes) or per_seed.shape[1] < 2:
+        raise ValueError(f"impact_per_seed must be (sizes, seeds >= 2), got shape {per_seed.shape} for "
+                         f"{np.size(sizes)} sizes")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    rng = np.random.default_rng(seed)
+    n = per_seed.shape[1]
+    exps = np.empty(resamples)
+    for b in range(resamples):
+        means = per_seed[:, rng.integers(0, n, n)].mean(axis=1)
+        exps[b] = impact_exponent(sizes, means)["exponent"] if (means > 0).sum() >= 2 else np.nan
+    if np.isnan(exps).mean() > 1 - level:
+        return -np.inf, np.inf
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.nanpercentile(exps, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
 def sqrt_law_prefactor(sizes: np.ndarray, impacts: np.ndarray, step_sigma: float, volume_per_step: float) -> np.ndarray:
     """Y in impact = Y * sigma * sqrt(Q / V) for each metaorder (Toth et al. 2011: Y ~ 0.5-1).
 

@@ -17,21 +17,27 @@ from crashgym.scenarios import load_scenario
 
 def test_impact_cli_writes_json_and_plot(tmp_path, capsys):
     out, png = tmp_path / "impact.json", tmp_path / "impact.png"
-    argv = ["impact", "--scenario", "calm", "--side", "sell", "--sizes", "60,3000", "--horizon-steps", "6",
+    argv = ["impact", "--scenario", "calm", "--side", "sell", "--sizes", "60,600,3000", "--horizon-steps", "6",
             "--warmup-steps", "12", "--seeds", "8", "--json", str(out), "--plot", str(png)]
     assert main(argv) == 0
     data = json.loads(out.read_text())
     assert data["scenario"] == "calm" and data["side"] == "sell" and data["seeds"] == 8
-    assert [r["size_lots"] for r in data["rows"]] == [60.0, 3000.0]  # multiples of the 6 steps
-    big = data["rows"][1]
+    assert [r["size_lots"] for r in data["rows"]] == [60.0, 600.0, 3000.0]  # multiples of the 6 steps
+    big = data["rows"][2]
     # 500 lots a step sold into calm's book: the mid falls, reported as a positive impact.
     assert big["impact_bps"] > 3 * big["impact_se_bps"] > 0
     sigma, volume = data["step_sigma"], data["volume_per_step"]
     assert big["sqrt_law_y"] == pytest.approx(big["impact_bps"] / 1e4 / (sigma * np.sqrt(3000.0 / volume)))
     assert 0 < data["rows"][0]["participation"] < big["participation"] < 1
     assert big["fraction_of_day_volume"] == pytest.approx(3000.0 / (volume * 8640))  # 10 s steps
+    # The fit covers the positive impacts and carries the exponent's bootstrap interval over seeds.
+    fit = data["fit"]
+    assert fit["sizes_fitted"] == sum(r["impact_bps"] > 0 for r in data["rows"]) >= 2
+    lo, hi = fit["exponent_interval_90"]
+    assert lo < fit["exponent"] < hi
     assert png.stat().st_size > 10_000
-    assert "participation" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "participation" in printed and "90% interval" in printed
 
 
 def test_buy_and_sell_metaorders_move_the_mid_their_way():

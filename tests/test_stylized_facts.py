@@ -95,6 +95,60 @@ def test_sqrt_law_prefactor_and_exponent_recover_a_square_root_law():
         st.sqrt_law_prefactor(sizes, impacts_, sigma, 0.0)
 
 
+def _synthetic_per_seed(rng, exponent, noise_bp, seeds):
+    """(sizes, per-seed impacts): a power law of the given exponent (1.9 bp at 60 lots, as a
+    square root with Y ~ 1 would give calm) plus Gaussian noise per seed."""
+    sizes = np.array(IMPACT_SIZES, float)
+    law = 1.9e-4 * (sizes / 60.0) ** exponent
+    return sizes, law[:, None] + noise_bp * 1e-4 * rng.standard_normal((sizes.size, seeds))
+
+
+def test_exponent_interval_covers_the_true_exponent_at_its_level():
+    """Calibration of the bootstrap: on synthetic curves with a known exponent the 90% interval
+    holds the truth about 90% of the time (a binomial range over 120 draws), and it narrows
+    with more seeds."""
+    rng = np.random.default_rng(11)
+    hits, widths = [], {64: [], 256: []}
+    for i in range(120):
+        seeds = 64 if i % 2 else 256
+        sizes, per_seed = _synthetic_per_seed(rng, 0.5, 8.0, seeds)
+        lo, hi = st.impact_exponent_interval(sizes, per_seed, level=0.9, resamples=300, seed=i)
+        hits.append(lo <= 0.5 <= hi)
+        widths[seeds].append(hi - lo)
+    assert 0.8 <= np.mean(hits) <= 0.98
+    assert np.median(widths[256]) < 0.7 * np.median(widths[64])  # ~1/2 in theory: sqrt(64/256)
+
+
+def test_exponent_interval_is_unbounded_when_noise_swamps_the_impacts():
+    """Three sizes with 500 bp of noise on 2-4 bp: about half the resamples have fewer than two
+    positive means, so no power law can be fitted to them and the interval is not bounded."""
+    rng = np.random.default_rng(3)
+    sizes, per_seed = _synthetic_per_seed(rng, 0.5, 500.0, 8)
+    assert st.impact_exponent_interval(sizes[:3], per_seed[:3], resamples=200) == (-np.inf, np.inf)
+    sizes, per_seed = _synthetic_per_seed(rng, 0.5, 0.3, 16)  # the same curve, 0.3 bp of noise: bounded
+    lo, hi = st.impact_exponent_interval(sizes[:3], per_seed[:3], resamples=200)
+    assert 0.2 < lo < 0.5 < hi < 0.8
+
+
+@pytest.mark.parametrize("shape, level, message", [
+    ((6, 32), 0.9, "must be \\(sizes, seeds >= 2\\)"),
+    ((7, 1), 0.9, "must be \\(sizes, seeds >= 2\\)"),
+    ((7, 32), 1.0, "level must be in \\(0, 1\\)"),
+])
+def test_exponent_interval_refuses_bad_input(shape, level, message):
+    with pytest.raises(ValueError, match=message):
+        st.impact_exponent_interval(np.array(IMPACT_SIZES, float), np.ones(shape), level=level)
+
+
+def test_impact_is_concave(impacts):
+    """Whatever its exact exponent, calm's impact grows less than linearly with size: the
+    exponent's 90% bootstrap interval over seeds lies below 1 on both seed bases. Measured
+    0.73 (0.67-0.80) with seed 2025 and 0.72 (0.66-0.79) with seed 7."""
+    for r in impacts:
+        _, hi = st.impact_exponent_interval(r["sizes"], r["impact_per_seed"], level=0.9)
+        assert hi < 1.0
+
+
 def test_impact_has_the_square_root_laws_magnitude(impacts):
     """impact = Y sigma sqrt(Q / V) with Y ~ 0.5-1 in real markets (MARKET_MECHANICS.md section 7):
     sigma and V are the idle runs' own volatility and traded volume. Y varies with Q here (the
@@ -106,12 +160,17 @@ def test_impact_has_the_square_root_laws_magnitude(impacts):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "measured impact exponent 0.73 (R^2 0.98) with seed 2025 and 0.72 (R^2 0.97) with seed 7, 256 seeds each, "
-    "sizes 60-3840 lots over 5 minutes: about linear up to ~500 lots (local exponent ~0.9), ~0.6 above, convex "
-    "beyond ~4,000. None of these gives a square root over this range: a quieter or lumpier background flow, no "
+    "measured impact exponent 0.73 (90% bootstrap interval 0.67-0.80, R^2 0.98) with seed 2025 and 0.72 "
+    "(0.66-0.79, R^2 0.97) with seed 7, 256 seeds each, sizes 60-3840 lots over 5 minutes: about linear up to "
+    "~500 lots (local exponent ~0.9), ~0.6 above, convex beyond ~4,000. The square root (0.5) is well outside "
+    "the interval. None of these gives a square root over this range: a quieter or lumpier background flow, no "
     "makers, no index link, or a diffusing or V-shaped slower book. What was tried, and the figures: "
     "docs/scenarios.md, Known limits"))
 def test_impact_is_roughly_square_root(impacts):
+    """A square root is claimed only if the whole 90% interval of the exponent (a bootstrap over
+    seeds) lies within 0.3-0.7 on both seed bases, so float rounding that moves the point
+    estimate by a few hundredths (0.70-0.73 here: docs/scenarios.md) cannot flip the verdict."""
     for r in impacts:
         fit = st.impact_exponent(r["sizes"], r["impact"])
-        assert 0.3 <= fit["exponent"] <= 0.7 and fit["r2"] >= 0.9
+        lo, hi = st.impact_exponent_interval(r["sizes"], r["impact_per_seed"], level=0.9)
+        assert 0.3 <= lo and hi <= 0.7 and fit["r2"] >= 0.9
