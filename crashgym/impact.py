@@ -44,8 +44,9 @@ def metaorder_impact(shape: MarketShape, params: MarketParams, sizes_lots: Seque
     Returns {"sizes": (k,) lots actually sent (Q rounded down to a multiple of horizon_steps),
     "impact": (k,) mean log mid change vs the idle twin, "impact_se": (k,) its standard error
     over seeds, "impact_per_seed": (k, seeds) the log mid changes themselves (the same seeds
-    for every size: for a bootstrap over seeds), "agent_liquidated": (k,) seeds in which the agent's position was liquidated
-    during the metaorder (its margin is the env's; such a metaorder stopped early),
+    for every size: for a bootstrap over seeds), "agent_liquidated": (k,) seeds in which the
+    agent's position was liquidated during the metaorder (its margin is the env's; such a
+    metaorder stopped early),
     "step_sigma": per-step log-return std of the idle runs' mark, "volume_per_step": mean
     taker lots traded per step in the idle runs (every taker: background, arbitrage,
     traders, liquidations); both over the idle horizon and the last min(warmup_steps // 2,
@@ -232,10 +233,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if fit:
         band = fit["exponent_interval_90"]
         band_text = f"90% interval {band[0]:.2f}-{band[1]:.2f} over seeds" if band else "too few seeds to bound it"
-    console.print("fit: " + (f"impact ~ Q^{fit['exponent']:.2f} ({band_text}; R^2 {fit['r2']:.2f}, {fit['sizes_fitted']} "
-                             f"of {len(sizes)} sizes: those with impact > 0); square root 0.5" if fit
-                             else "fewer than two positive impacts, no fit")
-                  + "; Y in impact = Y sigma sqrt(Q/V), real 0.5-1 (sigma, V: the idle runs')")
+        fit_text = (f"impact ~ Q^{fit['exponent']:.2f} ({band_text}; R^2 {fit['r2']:.2f}, {fit['sizes_fitted']} of "
+                    f"{len(sizes)} sizes: those with impact > 0); square root 0.5")
+    else:
+        fit_text = "fewer than two positive impacts, no fit"
+    console.print(f"fit: {fit_text}; Y in impact = Y sigma sqrt(Q/V), real 0.5-1 (sigma, V: the idle runs')")
     liquidated = sum(r["agent_liquidated_seeds"] for r in report["rows"])
     if liquidated:
         console.print(f"warning: the agent was liquidated in {liquidated} metaorder runs (its margin is the env's); "
