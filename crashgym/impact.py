@@ -126,6 +126,9 @@ def impact_report(result: dict[str, Any], *, horizon_steps: int, step_seconds: f
     impact and standard error in basis points, and Y of the square-root law
     (crashgym.stylized.sqrt_law_prefactor). The fit carries the exponent's 90% bootstrap interval
     over seeds (crashgym.stylized.impact_exponent_interval; None when the seeds cannot bound it).
+    "local_exponents": the slope between each pair of neighbouring sizes with its 90% interval
+    (crashgym.stylized.local_impact_exponents), where a crossover from linear (1) to square-root
+    (0.5) impact shows; the exponent is None where an impact is not positive.
     """
     from crashgym import stylized
 
@@ -142,10 +145,23 @@ def impact_report(result: dict[str, Any], *, horizon_steps: int, step_seconds: f
     fit = None
     if positive >= 2:
         lo, hi = stylized.impact_exponent_interval(sizes, result["impact_per_seed"], level=0.9)
-        bounded = bool(np.isfinite(lo) and np.isfinite(hi))
         fit = {**stylized.impact_exponent(sizes, result["impact"]), "sizes_fitted": positive,
-               "exponent_interval_90": [lo, hi] if bounded else None}
-    return {"rows": rows, "fit": fit, "step_sigma": result["step_sigma"], "volume_per_step": v}
+               "exponent_interval_90": _bounded(lo, hi)}
+    local = []
+    if np.unique(sizes).size >= 2:
+        # Duplicate sizes (equal after rounding to the horizon) have no slope between them.
+        unique, first = np.unique(sizes, return_index=True)
+        le = stylized.local_impact_exponents(unique, result["impact_per_seed"][first], level=0.9)
+        local = [{"from_lots": float(a), "to_lots": float(b), "exponent": None if np.isnan(e) else float(e),
+                  "interval_90": _bounded(*band)}
+                 for a, b, e, band in zip(le["from_lots"], le["to_lots"], le["exponent"], le["interval"])]
+    return {"rows": rows, "fit": fit, "local_exponents": local, "step_sigma": result["step_sigma"],
+            "volume_per_step": v}
+
+
+def _bounded(lo: float, hi: float) -> list[float] | None:
+    """An interval for JSON: None when the seeds cannot bound it."""
+    return [float(lo), float(hi)] if np.isfinite(lo) and np.isfinite(hi) else None
 
 
 def plot_impact(report: dict[str, Any], path: str, *, title: str) -> None:
@@ -238,6 +254,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         fit_text = "fewer than two positive impacts, no fit"
     console.print(f"fit: {fit_text}; Y in impact = Y sigma sqrt(Q/V), real 0.5-1 (sigma, V: the idle runs')")
+    if report["local_exponents"]:
+        local = Table(title="local exponent between neighbouring sizes (1: linear, 0.5: square root)")
+        for col in ("from (lots)", "to (lots)", "exponent", "90% interval over seeds"):
+            local.add_column(col, justify="right")
+        for le in report["local_exponents"]:
+            band = le["interval_90"]
+            local.add_row(f"{le['from_lots']:.0f}", f"{le['to_lots']:.0f}",
+                          "-" if le["exponent"] is None else f"{le['exponent']:.2f}",
+                          f"{band[0]:.2f} to {band[1]:.2f}" if band else "unbounded")
+        console.print(local)
     liquidated = sum(r["agent_liquidated_seeds"] for r in report["rows"])
     if liquidated:
         console.print(f"warning: the agent was liquidated in {liquidated} metaorder runs (its margin is the env's); "

@@ -9,8 +9,10 @@ What is measured, and the real figure it is compared with
 - heavy tails: excess kurtosis of short-horizon log returns (> 0; Cont 2001);
 - no linear autocorrelation of returns, slowly decaying positive autocorrelation of
   absolute returns (volatility clustering);
-- square-root impact: the exponent of impact against metaorder size (Toth et al. 2011);
-  the metaorder experiment itself runs in `crashgym.impact`, the fit is here;
+- square-root impact: the exponent of impact against metaorder size (Toth et al. 2011),
+  over the whole range and between neighbouring sizes (a linear-to-square-root crossover,
+  Bucci et al. 2019); the metaorder experiment itself runs in `crashgym.impact`, the fits
+  are here;
 - the 10 Oct 2025 timeline: spread widening, depth collapse, makers withdraw, price
   bottom, depth minimum, makers return, depth recovery, in minutes from the shock;
 - liquidation concentration: the busiest minute's share of the busiest 40-minute
@@ -85,6 +87,32 @@ def impact_exponent(sizes: np.ndarray, impacts: np.ndarray) -> dict[str, float]:
             "r2": float(1.0 - (resid**2).sum() / ss) if ss > 0 else float("nan")}
 
 
+def _seed_bootstrap_means(sizes: np.ndarray, impact_per_seed: np.ndarray, level: float, resamples: int,
+                          seed: int) -> np.ndarray:
+    """(resamples, k) mean impacts of whole seeds drawn with replacement, after checking the
+    inputs of the interval functions below. Whole seeds keep the sizes' shared noise together
+    (common random numbers)."""
+    per_seed = np.asarray(impact_per_seed, float)
+    if per_seed.ndim != 2 or per_seed.shape[0] != np.size(sizes) or per_seed.shape[1] < 2:
+        raise ValueError(f"impact_per_seed must be (sizes, seeds >= 2), got shape {per_seed.shape} for "
+                         f"{np.size(sizes)} sizes")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    rng = np.random.default_rng(seed)
+    n = per_seed.shape[1]
+    return np.stack([per_seed[:, rng.integers(0, n, n)].mean(axis=1) for _ in range(resamples)])
+
+
+def _central_interval(samples: np.ndarray, level: float) -> tuple[float, float]:
+    """Percentile interval of bootstrap estimates (NaN: no estimate in that resample);
+    (-inf, inf) when more than 1 - level of the resamples have none."""
+    if np.isnan(samples).mean() > 1 - level:
+        return -np.inf, np.inf
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.nanpercentile(samples, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
 def impact_exponent_interval(sizes: np.ndarray, impact_per_seed: np.ndarray, *, level: float = 0.9,
                              resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
     """Bootstrap interval of the impact exponent over seeds (percentile method).
@@ -96,23 +124,40 @@ def impact_exponent_interval(sizes: np.ndarray, impact_per_seed: np.ndarray, *, 
     cannot bound the exponent and the interval is (-inf, inf); otherwise they are left out.
     Returns the (lower, upper) bounds of the central `level` interval.
     """
-    per_seed = np.asarray(impact_per_seed, float)
-    if per_seed.ndim != 2 or per_seed.shape[0] != np.size(sizes) or per_seed.shape[1] < 2:
-        raise ValueError(f"impact_per_seed must be (sizes, seeds >= 2), got shape {per_seed.shape} for "
-                         f"{np.size(sizes)} sizes")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    rng = np.random.default_rng(seed)
-    n = per_seed.shape[1]
-    exps = np.empty(resamples)
-    for b in range(resamples):
-        means = per_seed[:, rng.integers(0, n, n)].mean(axis=1)
-        exps[b] = impact_exponent(sizes, means)["exponent"] if (means > 0).sum() >= 2 else np.nan
-    if np.isnan(exps).mean() > 1 - level:
-        return -np.inf, np.inf
-    tail = 100 * (1 - level) / 2
-    lo, hi = np.nanpercentile(exps, [tail, 100 - tail])
-    return float(lo), float(hi)
+    means = _seed_bootstrap_means(sizes, impact_per_seed, level, resamples, seed)
+    exps = np.array([impact_exponent(sizes, m)["exponent"] if (m > 0).sum() >= 2 else np.nan for m in means])
+    return _central_interval(exps, level)
+
+
+def local_impact_exponents(sizes: np.ndarray, impact_per_seed: np.ndarray, *, level: float = 0.9,
+                           resamples: int = 2000, seed: int = 0) -> dict[str, np.ndarray]:
+    """The impact curve's slope in log-log between each pair of neighbouring sizes, with a
+    bootstrap interval over seeds (as `impact_exponent_interval`).
+
+    One power law over the whole range hides a crossover: Bucci, Benzaquen, Lillo & Bouchaud
+    (2019) find impact linear (slope 1) for small metaorders and a square root (0.5) above.
+    sizes: (k,) distinct metaorder sizes in any order; impact_per_seed: (k, seeds).
+    Returns, for the k - 1 pairs in ascending size: "from_lots", "to_lots", "exponent"
+    (log(I_to / I_from) / log(Q_to / Q_from) of the mean impacts; NaN unless both are > 0)
+    and "interval" ((k - 1, 2); a pair whose means are not both positive in more than
+    1 - level of the resamples reads (-inf, inf)).
+    """
+    s = np.asarray(sizes, float)
+    if s.ndim != 1 or s.size < 2 or (s <= 0).any() or np.unique(s).size != s.size:
+        raise ValueError(f"local_impact_exponents needs at least two distinct positive sizes, got {s.tolist()}")
+    order = np.argsort(s)
+    means = _seed_bootstrap_means(s, impact_per_seed, level, resamples, seed)[:, order]
+    point = np.asarray(impact_per_seed, float)[order].mean(axis=1)
+    log_q = np.log(s[order])
+
+    def slopes(m: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_i = np.where(m > 0, np.log(np.where(m > 0, m, 1.0)), np.nan)
+        return np.diff(log_i, axis=-1) / np.diff(log_q)
+
+    boot = slopes(means)
+    return {"from_lots": s[order][:-1], "to_lots": s[order][1:], "exponent": slopes(point),
+            "interval": np.array([_central_interval(boot[:, j], level) for j in range(boot.shape[1])])}
 
 
 def sqrt_law_prefactor(sizes: np.ndarray, impacts: np.ndarray, step_sigma: float, volume_per_step: float) -> np.ndarray:

@@ -35,9 +35,14 @@ def test_impact_cli_writes_json_and_plot(tmp_path, capsys):
     assert fit["sizes_fitted"] == sum(r["impact_bps"] > 0 for r in data["rows"]) >= 2
     lo, hi = fit["exponent_interval_90"]
     assert lo < fit["exponent"] < hi
+    # The slope between neighbouring sizes: two pairs, each with its interval (or None, unbounded).
+    local = data["local_exponents"]
+    assert [(p["from_lots"], p["to_lots"]) for p in local] == [(60.0, 600.0), (600.0, 3000.0)]
+    top = local[1]
+    assert top["interval_90"][0] < top["exponent"] < top["interval_90"][1]
     assert png.stat().st_size > 10_000
     printed = capsys.readouterr().out
-    assert "participation" in printed and "90% interval" in printed
+    assert "participation" in printed and "90% interval" in printed and "local exponent" in printed
 
 
 def test_buy_and_sell_metaorders_move_the_mid_their_way():
