@@ -148,9 +148,8 @@ def impact_report(result: dict[str, Any], *, horizon_steps: int, step_seconds: f
         fit = {**stylized.impact_exponent(sizes, result["impact"]), "sizes_fitted": positive,
                "exponent_interval_90": _bounded(lo, hi)}
     local = []
-    if np.unique(sizes).size >= 2:
-        # Duplicate sizes (equal after rounding to the horizon) have no slope between them.
-        unique, first = np.unique(sizes, return_index=True)
+    unique, first = np.unique(sizes, return_index=True)  # sizes equal after rounding have no slope between them
+    if unique.size >= 2:
         le = stylized.local_impact_exponents(unique, result["impact_per_seed"][first], level=0.9)
         local = [{"from_lots": float(a), "to_lots": float(b), "exponent": None if np.isnan(e) else float(e),
                   "interval_90": _bounded(*band)}

@@ -151,8 +151,7 @@ def local_impact_exponents(sizes: np.ndarray, impact_per_seed: np.ndarray, *, le
     log_q = np.log(s[order])
 
     def slopes(m: np.ndarray) -> np.ndarray:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            log_i = np.where(m > 0, np.log(np.where(m > 0, m, 1.0)), np.nan)
+        log_i = np.where(m > 0, np.log(np.where(m > 0, m, 1.0)), np.nan)  # no log of an impact <= 0
         return np.diff(log_i, axis=-1) / np.diff(log_q)
 
     boot = slopes(means)

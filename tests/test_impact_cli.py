@@ -74,3 +74,17 @@ def test_unknown_side_is_refused():
     sc = load_scenario("calm")
     with pytest.raises(ValueError, match="side must be one of"):
         metaorder_impact(sc.shape, sc.params, [60], side="short")
+
+
+def test_report_gives_no_slope_between_sizes_equal_after_rounding():
+    """61 and 60 lots over 30 steps both send 60 (2 a step): one size, so one pair of slopes."""
+    from crashgym.impact import impact_report
+
+    rng = np.random.default_rng(0)
+    per_seed = np.array([1e-4, 1e-4, 2e-4])[:, None] + 1e-6 * rng.standard_normal((3, 16))
+    result = {"sizes": np.array([60.0, 60.0, 120.0]), "impact": per_seed.mean(axis=1),
+              "impact_se": per_seed.std(axis=1) / 4, "impact_per_seed": per_seed,
+              "agent_liquidated": np.zeros(3, int), "step_sigma": 4e-4, "volume_per_step": 250.0}
+    local = impact_report(result, horizon_steps=30, step_seconds=10.0)["local_exponents"]
+    assert [(p["from_lots"], p["to_lots"]) for p in local] == [(60.0, 120.0)]
+    assert local[0]["exponent"] == pytest.approx(1.0, abs=0.02)
