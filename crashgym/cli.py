@@ -10,8 +10,6 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 if TYPE_CHECKING:  # the CLI imports JAX-heavy modules only when a command runs
     from crashgym.scenarios import Scenario
 

@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
 
     import crashgym
+    from crashgym.cli import output_path
     from crashgym.config import ConfigError
     from crashgym.obligations import COMPONENTS, load_obligations
 
@@ -105,7 +106,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     path = args.checkpoint or os.path.join("out", f"{args.env}-{scenario}-{args.algo}.npz")
     if not path.endswith(".npz"):
         path += ".npz"
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    output_path(path)
     logdir = args.logdir or path.removesuffix(".npz") + ".logs"
 
     extra: dict[str, Any] = {}
@@ -171,8 +172,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print(f"trained {args.algo} on {args.env}/{scenario} ({obligations}): {steps_done} steps per seed, "
           f"{sps:,.0f} env-steps/s; checkpoint {path}")
     if args.json:
-        from crashgym.cli import output_path
-
         with open(output_path(args.json), "w") as fh:
             json.dump(result_json, fh, indent=2)
         print(f"wrote {args.json}")
