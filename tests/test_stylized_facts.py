@@ -38,7 +38,8 @@ IMPACT_SEEDS = 256
 @pytest.fixture(scope="module")
 def impacts():
     sc = load_scenario("calm")
-    return [metaorder_impact(sc.shape, sc.params, IMPACT_SIZES, seeds=IMPACT_SEEDS, warmup_steps=120, horizon_steps=30, seed=s)
+    return [metaorder_impact(sc.shape, sc.params, IMPACT_SIZES, seeds=IMPACT_SEEDS, warmup_steps=120,
+                             horizon_steps=30, seed=s)
             for s in IMPACT_SEED_BASES]
 
 
@@ -215,8 +216,9 @@ def test_impact_has_the_square_root_laws_magnitude(impacts):
     "measured impact exponent 0.73 (90% bootstrap interval 0.67-0.80, R^2 0.98) with seed 2025 and 0.72 "
     "(0.66-0.79, R^2 0.97) with seed 7, 256 seeds each, sizes 60-3840 lots over 5 minutes. Between neighbouring "
     "sizes: linear up to 240 lots, about a square root from 240 to 960, ~0.67 from 960 to 3840, convex beyond "
-    "~4,000. The square root (0.5) is well outside the interval. None of these gives a square root over this range: a quieter or lumpier background flow, no "
-    "makers, no index link, or a diffusing or V-shaped slower book. What was tried, and the figures: "
+    "~4,000. The square root (0.5) is well outside the interval. None of these gives a square root over this "
+    "range: a quieter or lumpier background flow, no makers, no index link, a diffusing or V-shaped slower book, "
+    "a latent spot book behind the arbitrage, or a convex arbitrage. What was tried, and the figures: "
     "docs/scenarios.md, Known limits"))
 def test_impact_is_roughly_square_root(impacts):
     """A square root is claimed only if the whole 90% interval of the exponent (a bootstrap over
