@@ -218,8 +218,9 @@ def test_impact_has_the_square_root_laws_magnitude(impacts):
     "sizes: linear up to 240 lots, about a square root from 240 to 960, ~0.67 from 960 to 3840, convex beyond "
     "~4,000. The square root (0.5) is well outside the interval. None of these gives a square root over this "
     "range: a quieter or lumpier background flow, no makers, no index link, a diffusing or V-shaped slower book, "
-    "a latent spot book behind the arbitrage, or a convex arbitrage. What was tried, and the figures: "
-    "docs/scenarios.md, Known limits"))
+    "a latent spot book behind the arbitrage, or a convex arbitrage. A V-shaped slower book with an index that "
+    "follows the perp fits ~0.6 in calm, but its curve is linear then nearly flat and it breaks calm's tails and "
+    "both events' calibration. What was tried, and the figures: docs/scenarios.md, Known limits"))
 def test_impact_is_roughly_square_root(impacts):
     """A square root is claimed only if the whole 90% interval of the exponent (a bootstrap over
     seeds) lies within 0.3-0.7 on both seed bases, so float rounding that moves the point
