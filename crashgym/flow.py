@@ -102,7 +102,7 @@ def arrival_profile(dist: Array, flow: FlowParams) -> Array:
     follow the current mid, levels a metaorder consumed refill from that profile around the new
     price. A static linear (V-shaped) book costs Q ~ depth_slope * impact^2 / 2 to move the
     price, so impact would grow as sqrt(Q) inside the ramp; in this market it does not (the
-    makers' quotes and the refill dominate: docs/scenarios.md, "Known limits"). An
+    makers' quotes and the refill dominate: docs/impact.md). An
     approximation: the latent book's reservation prices do not diffuse, and the ramp is cut off
     by the exponential decay.
     """

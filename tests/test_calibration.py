@@ -1,8 +1,8 @@
 """oct10 and om against the real events (MARKET_MECHANICS.md section 6), over 16 seeds each.
 
-One batched run per scenario (module fixtures). Targets the mechanics do not reach are
-checked at the real target and marked xfail(strict=True) with the measured value in the
-reason, so a fix that reaches them turns the suite red until the mark is removed.
+One batched run per scenario (module fixtures). Every target here is met; one the
+mechanics did not reach would be checked at the real target and marked xfail(strict=True)
+with the measured value in the reason, as tests/test_stylized_facts.py does for impact.
 Measured figures and their real counterparts: docs/scenarios.md.
 """
 

@@ -220,7 +220,7 @@ def test_impact_has_the_square_root_laws_magnitude(impacts):
     "range: a quieter or lumpier background flow, no makers, no index link, a diffusing or V-shaped slower book, "
     "a latent spot book behind the arbitrage, or a convex arbitrage. A V-shaped slower book with an index that "
     "follows the perp fits ~0.6 in calm, but its curve is linear then nearly flat and it breaks calm's tails and "
-    "both events' calibration. What was tried, and the figures: docs/scenarios.md, Known limits"))
+    "both events' calibration. What was tried, and the figures: docs/impact.md"))
 def test_impact_is_roughly_square_root(impacts):
     """A square root is claimed only if the whole 90% interval of the exponent (a bootstrap over
     seeds) lies within 0.3-0.7 on both seed bases, so float rounding that moves the point
