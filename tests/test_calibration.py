@@ -105,12 +105,13 @@ def test_oct10_adl_only_after_the_insurance_fund_tier(oct10):
 
 def test_oct10_timeline_order(oct10):
     """Spreads widen before depth reaches its minimum; makers withdraw before they return,
-    and not at the news itself (seed: they defend first and withdraw at T+60 min); the price
-    bottoms after the shock."""
+    about an hour after the news as on the day (seed: they defend first and withdraw at
+    T+60 min); the price bottoms after the shock."""
     sc, info, _ = oct10
     ev = st.timeline(info, shock_step=int(sc.params.flow.shock_step), n_makers=sc.shape.n_makers)
     minutes = st.timeline_minutes(ev, shock_step=int(sc.params.flow.shock_step), step_seconds=sc.params.step_seconds)
-    assert np.nanmedian(minutes["makers_withdraw"]) >= 15.0  # measured ~30 (0.4 before the shock ramp)
+    # Measured 63 minutes (57 with seed 7 x 32); 30 with the default withdraw_stress, 0.4 before the shock ramp.
+    assert 45.0 <= np.nanmedian(minutes["makers_withdraw"]) <= 75.0
     both = (ev["spread_widening"] >= 0) & (ev["depth_minimum"] >= 0)
     assert both.mean() >= 0.75
     assert (ev["spread_widening"][both] <= ev["depth_minimum"][both]).mean() >= 0.75
