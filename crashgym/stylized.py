@@ -98,9 +98,9 @@ def _seed_bootstrap_means(sizes: np.ndarray, impact_per_seed: np.ndarray, level:
                          f"{np.size(sizes)} sizes")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    rng = np.random.default_rng(seed)
     n = per_seed.shape[1]
-    return np.stack([per_seed[:, rng.integers(0, n, n)].mean(axis=1) for _ in range(resamples)])
+    draws = np.random.default_rng(seed).integers(0, n, (resamples, n))
+    return per_seed[:, draws].mean(axis=2).T
 
 
 def _central_interval(samples: np.ndarray, level: float) -> tuple[float, float]:
