@@ -111,22 +111,28 @@ def arrival_profile(dist: Array, flow: FlowParams) -> Array:
 
 
 def limit_orders(
-    bid: Array, ask: Array, mid_index: Array, best_bid: Array, best_ask: Array, u: Array, flow: FlowParams
+    bid: Array, ask: Array, mid_index: Array, best_bid: Array, best_ask: Array, u: Array, flow: FlowParams,
+    gap_levels: Array | float = 0.0,
 ) -> tuple[Array, Array, Array, Array]:
     """Background limit arrivals and cancellations on the ladder.
 
     New bids go below the mid and strictly below the best ask; asks mirrored (no order
-    crosses). Returns (bid, ask, bid_kept, ask_kept), *_kept the fraction of each level's
-    resting background volume that survived cancellation (for queue positions).
+    crosses). gap_levels: while risk-off news lasts (`news_gap_levels`), the crowd cancels
+    what it rests within that many levels of the mid and places nothing there: limit-order
+    traders, like the makers, back away from the price on the news. Returns (bid, ask,
+    bid_kept, ask_kept), *_kept the fraction of each level's resting background volume that
+    survived cancellation (for queue positions).
     """
     n = bid.shape[-1]
     j = jnp.arange(n, dtype=jnp.float32)
     dist_bid = mid_index - j
     dist_ask = j - mid_index
-    exp_bid = jnp.where((dist_bid > 0) & (j < best_ask), arrival_profile(dist_bid, flow), 0.0)
-    exp_ask = jnp.where((dist_ask > 0) & (j > best_bid), arrival_profile(dist_ask, flow), 0.0)
+    exp_bid = jnp.where((dist_bid > gap_levels) & (j < best_ask), arrival_profile(dist_bid, flow), 0.0)
+    exp_ask = jnp.where((dist_ask > gap_levels) & (j > best_bid), arrival_profile(dist_ask, flow), 0.0)
     cancel_bid = jnp.minimum(_rounded(bid * flow.cancel_rate, u[2]), bid)
     cancel_ask = jnp.minimum(_rounded(ask * flow.cancel_rate, u[3]), ask)
+    cancel_bid = jnp.where((dist_bid > 0) & (dist_bid <= gap_levels), bid, cancel_bid)
+    cancel_ask = jnp.where((dist_ask > 0) & (dist_ask <= gap_levels), ask, cancel_ask)
     bid_kept = jnp.where(bid > 0, 1.0 - cancel_bid / jnp.maximum(bid, 1), 1.0)
     ask_kept = jnp.where(ask > 0, 1.0 - cancel_ask / jnp.maximum(ask, 1), 1.0)
     return bid - cancel_bid + _rounded(exp_bid, u[0]), ask - cancel_ask + _rounded(exp_ask, u[1]), bid_kept, ask_kept

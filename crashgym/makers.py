@@ -76,16 +76,21 @@ def obligation_status(bankrupt: Array, realized_vol: Array, halted: Array, recen
 
 
 def quotes(mode: Array, inventory: Array, mid_tick: Array, realized_vol: Array, tick_rel: Array, makers: MakerParams,
-           must_quote: Array | None = None, obligation: ObligationParams | None = None, tick_size: Array | None = None):
+           must_quote: Array | None = None, obligation: ObligationParams | None = None, tick_size: Array | None = None,
+           risk_off: Array | None = None):
     """(bid_tick, bid_size, ask_tick, ask_size) per maker, absolute ticks, lots.
 
     mid_tick: the mid in (fractional) ticks. tick_rel: tick size / price.
+    risk_off (bool, optional): the news is out; every maker's half-spread is widened by
+    `news_widen` (the defence multiplier applies on top).
     must_quote (bool (n,), from :func:`obligation_status`), obligation and tick_size (USD):
     makers that must quote post the cheapest compliant quote (module docstring).
     """
     defence = mode == DEFENCE
     out = mode == WITHDRAWN
     base_half = makers.half_spread_ticks + makers.vol_spread_coef * realized_vol / tick_rel
+    if risk_off is not None:
+        base_half = base_half * jnp.where(risk_off, makers.news_widen, 1.0)
     half = base_half * jnp.where(defence, makers.defence_widen, 1.0)
     size = makers.quote_size_lots * jnp.where(defence, makers.defence_size, 1.0) * (~out)
     skew = -makers.inventory_skew * jnp.clip(inventory / makers.max_inventory_lots, -1.0, 1.0) * half

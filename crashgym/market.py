@@ -295,7 +295,7 @@ class Market:
         must, mm_exempt = makers.obligation_status(mk.bankrupt, rv, halted, s.mark / s.mark_ref - 1.0, params.makers,
                                                    params.maker_obligation)
         mb, mbs, ma, mas = makers.quotes(mode, mk.inventory, s.mid / tick, rv, tick / s.mid, params.makers,
-                                         must, params.maker_obligation, tick)
+                                         must, params.maker_obligation, tick, risk_off)
         mb = jnp.where(ba < 2 * L, jnp.minimum(mb, first + ba - 1), mb)  # post-only: never cross
         ma = jnp.where(bb >= 0, jnp.maximum(ma, first + bb + 1), ma)
         mm_compliant = jnp.sum(makers.meets_obligation(mb, mbs, ma, mas, s.mid, tick, params.maker_obligation))
@@ -310,7 +310,8 @@ class Market:
         mid_index = s.mid / tick - (center - L)
         bid_total, ask_total, bb, ba = _top_of_book(bid, ask, mk, ag, center, L)
         bid_quotes, ask_quotes = bid_total - bid, ask_total - ask  # makers' and agent's lots per level
-        bid, ask, bid_kept, ask_kept = flow.limit_orders(bid, ask, mid_index, bb, ba, u[4:8], params.flow)
+        gap = jnp.where(risk_off, params.flow.news_gap_levels, 0.0)
+        bid, ask, bid_kept, ask_kept = flow.limit_orders(bid, ask, mid_index, bb, ba, u[4:8], params.flow, gap)
         # From here on the per-level totals are kept up to date instead of rebuilt from the quotes.
         bid_total, ask_total = bid + bid_quotes, ask + ask_quotes
         kept_at = lambda kept, t: kept[jnp.clip(book.tick_to_index(t, center, L), 0, 2 * L - 1)]  # noqa: E731

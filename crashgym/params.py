@@ -77,6 +77,10 @@ class FlowParams:
     # distance from the mid up to latent_levels, then follow the exponential decay; the
     # stationary book is V-shaped near the price (square-root impact in a static book). 0: off.
     latent_levels: float = 0.0
+    # Risk-off news (risk_off_steps): the crowd pulls its limit orders within this many levels of
+    # the mid and places none there while the news lasts (10 Oct 2025: spreads widened at once).
+    # 0: off.
+    news_gap_levels: float = 0.0
     # Market orders: self-exciting intensity (lots per step per side) with Pareto sizes.
     market_rate_lots: float = 30.0
     hawkes_excitation: float = 0.3  # branching ratio (< 1 for stability); see flow.hawkes_update
@@ -95,6 +99,7 @@ class FlowParams:
         require(self.shock_vol_mult > 0, "shock_vol_mult", "must be > 0")
         require(self.shock_ramp_steps >= 0, "shock_ramp_steps", "must be >= 0")
         require(self.risk_off_steps >= 0, "risk_off_steps", "must be >= 0")
+        require(self.news_gap_levels >= 0, "news_gap_levels", "must be >= 0")
         require(self.rebound_steps >= 0, "rebound_steps", "must be >= 0")
         require(self.holder_start_step >= -1, "holder_start_step", "must be >= 0, or -1 for no holder")
         require(self.holder_steps >= 0, "holder_steps", "must be >= 0")
@@ -139,6 +144,9 @@ class MakerParams:
     return_lag_steps: int = 60
     heterogeneity: float = 0.25
     defence_widen: float = 3.0
+    # Risk-off news widens every quoting maker's half-spread by this factor while it lasts
+    # (10 Oct 2025: "T+0 tariff news, spreads widen, MMs still quote"); defence multiplies on top.
+    news_widen: float = 1.0
     defence_size: float = 0.4
     maker_fee: float = -0.00005  # negative: rebate
     # Obligation binding (the rule itself is MarketParams.maker_obligation): the first
@@ -154,6 +162,7 @@ class MakerParams:
         require(self.capital > 0, "capital", "must be > 0")
         require(self.vol_ref > 0, "vol_ref", "must be > 0")
         require(self.defence_stress <= self.withdraw_stress, "defence_stress", "must not exceed withdraw_stress")
+        require(self.news_widen >= 1.0, "news_widen", "must be >= 1 (news widens quotes, never tightens them)")
         require(self.return_stress <= self.withdraw_stress, "return_stress", "must not exceed withdraw_stress")
         require(self.return_lag_steps >= 0, "return_lag_steps", "must be >= 0")
         require(0 <= self.heterogeneity < 1, "heterogeneity", "must be in [0, 1)")
