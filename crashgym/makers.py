@@ -81,10 +81,10 @@ def quotes(mode: Array, inventory: Array, mid_tick: Array, realized_vol: Array, 
     """(bid_tick, bid_size, ask_tick, ask_size) per maker, absolute ticks, lots.
 
     mid_tick: the mid in (fractional) ticks. tick_rel: tick size / price.
-    risk_off (bool, optional): the news is out; every maker's half-spread is widened by
-    `news_widen` (the defence multiplier applies on top).
     must_quote (bool (n,), from :func:`obligation_status`), obligation and tick_size (USD):
     makers that must quote post the cheapest compliant quote (module docstring).
+    risk_off (bool, optional): the news is out; every maker's half-spread is widened by
+    `news_widen` (the defence multiplier applies on top).
     """
     defence = mode == DEFENCE
     out = mode == WITHDRAWN

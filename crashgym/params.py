@@ -144,10 +144,10 @@ class MakerParams:
     return_lag_steps: int = 60
     heterogeneity: float = 0.25
     defence_widen: float = 3.0
+    defence_size: float = 0.4
     # Risk-off news widens every quoting maker's half-spread by this factor while it lasts
     # (10 Oct 2025: "T+0 tariff news, spreads widen, MMs still quote"); defence multiplies on top.
     news_widen: float = 1.0
-    defence_size: float = 0.4
     maker_fee: float = -0.00005  # negative: rebate
     # Obligation binding (the rule itself is MarketParams.maker_obligation): the first
     # round(obliged_fraction * n_makers) makers, i.e. those with the lowest stress thresholds
