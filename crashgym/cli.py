@@ -62,17 +62,27 @@ def output_path(path: str) -> str:
     return path
 
 
-def load_cli_scenario(scenario: str, rules: str | None, obligations: str) -> Scenario:
-    """The scenario with comma-separated rule files laid over it and the obligation set binding
-    its background makers ('none': none), as `run` and `impact` take them; a config error exits
-    with its message."""
+SET_HELP = ("KEY=VALUE laid over the scenario, repeatable: shape.<field> or market.<table>.<field>, "
+            "e.g. --set market.flow.cancel_rate=0.01 --set shape.n_levels=128 (keys: docs/scenarios.md)")
+
+
+def add_set_argument(parser: argparse.ArgumentParser) -> None:
+    """The `--set KEY=VALUE` option of the commands that load a scenario."""
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
+
+
+def load_cli_scenario(scenario: str, rules: str | None, obligations: str, settings: list[str] | None = None
+                      ) -> Scenario:
+    """The scenario with comma-separated rule files and `--set` settings laid over it and the
+    obligation set binding its background makers ('none': none), as `run` and `impact` take
+    them; a config error exits with its message."""
     import dataclasses
 
     from crashgym.config import ConfigError
     from crashgym.scenarios import load_scenario
 
     try:
-        sc = load_scenario(scenario, rules=rules.split(",") if rules else None)
+        sc = load_scenario(scenario, rules=rules.split(",") if rules else None, settings=settings or ())
         if obligations != "none":
             from crashgym.obligations import load_obligations
 
@@ -90,7 +100,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     from crashgym.metrics import scenario_metrics, summarize
     from crashgym.rollout import run_batch
 
-    sc = load_cli_scenario(args.scenario, args.rules, args.obligations)
+    sc = load_cli_scenario(args.scenario, args.rules, args.obligations, args.settings)
     if args.steps:
         sc = dataclasses.replace(sc, shape=dataclasses.replace(sc.shape, episode_steps=args.steps))
     policy = _policy(args.agent)
@@ -103,6 +113,8 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     summary = summarize(values)
     _table(f"crashgym run: {sc.name} ({args.seeds} seeds, agent {args.agent}, device {jax.devices()[0].platform})", summary)
     result = {"scenario": sc.name, "step_seconds": step_seconds, "seeds": args.seeds, "metrics": summary}
+    if args.settings:  # only then: the shape without it is DESIGN section 3's
+        result["settings"] = args.settings
     if args.json:
         with open(output_path(args.json), "w") as fh:
             json.dump(result, fh, indent=2)
@@ -137,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--steps", type=int, default=None, help="episode length override (steps)")
     run.add_argument("--json", default=None)
     run.add_argument("--plot", default=None)
+    add_set_argument(run)
     run.set_defaults(func=cmd_run)
     # Further commands live in their own modules, each with add_arguments(parser) and run(args).
     for name, module, help_text in _COMMANDS:

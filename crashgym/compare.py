@@ -54,8 +54,8 @@ def _names(text: str | Sequence[str]) -> list[str]:
     return names
 
 
-def build_batch(scenario: str, obligations: Sequence[str], rules: Sequence[str], seeds: int, steps: int | None = None
-                ) -> tuple[MarketShape, MarketParams, list[tuple[str, str]], np.ndarray, Any]:
+def build_batch(scenario: str, obligations: Sequence[str], rules: Sequence[str], seeds: int, steps: int | None = None,
+                settings: Sequence[str] = ()) -> tuple[MarketShape, MarketParams, list[tuple[str, str]], np.ndarray, Any]:
     """(shape, params stacked along axis 0, [(obligation, rules)] per set, seed_ids, first scenario).
 
     The batch is sets x seeds, set-major: member ``i * seeds + j`` is set i, seed j.
@@ -64,7 +64,7 @@ def build_batch(scenario: str, obligations: Sequence[str], rules: Sequence[str],
         raise ValueError("seeds must be >= 1")
     sets, members, shape, first = [], [], None, None
     for rule in rules:
-        sc = load_scenario(scenario, rules=[rule])
+        sc = load_scenario(scenario, rules=[rule], settings=settings)
         if shape is None:
             shape, first = sc.shape, sc
         for ob in obligations:
@@ -82,11 +82,12 @@ def build_batch(scenario: str, obligations: Sequence[str], rules: Sequence[str],
 
 
 def compare(scenario: str, obligations: str | Sequence[str], rules: str | Sequence[str] = ("none",), seeds: int = 16, *,
-            seed: int = 0, steps: int | None = None, chunk: int = 60,
+            seed: int = 0, steps: int | None = None, chunk: int = 60, settings: Sequence[str] = (),
             on_chunk: Callable[[int, int], None] | None = None) -> tuple[dict[str, Any], dict[tuple[str, str], dict[str, np.ndarray]]]:
-    """Run the comparison; returns (the JSON result, per-set per-seed metric values)."""
+    """Run the comparison; returns (the JSON result, per-set per-seed metric values).
+    `settings` (`--set KEY=VALUE`) are laid over every set's scenario."""
     obs_names, rule_names = _names(obligations), _names(rules)
-    shape, params, sets, seed_ids, sc = build_batch(scenario, obs_names, rule_names, seeds, steps)
+    shape, params, sets, seed_ids, sc = build_batch(scenario, obs_names, rule_names, seeds, steps, settings)
     t0 = time.perf_counter()
     info, step_seconds = run_batch(shape, params, len(seed_ids), params_axis=0, seed_ids=seed_ids, seed=seed,
                                    chunk=chunk, on_chunk=on_chunk)
@@ -105,6 +106,8 @@ def compare(scenario: str, obligations: str | Sequence[str], rules: str | Sequen
         "episode_steps": shape.episode_steps, "batch": len(seed_ids), "wall_seconds": wall,
         "devices": jax.local_device_count(), "platform": jax.devices()[0].platform,
     }
+    if settings:
+        result["settings"] = list(settings)
     return result, values
 
 
@@ -183,6 +186,8 @@ def plot_tradeoff(result: dict[str, Any], path: str | None = None):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from crashgym.cli import add_set_argument
+
     parser.add_argument("--scenario", default="oct10", help="scenario name (configs/scenarios) or TOML path")
     parser.add_argument("--obligations", default="none,mifid,strict",
                         help="comma-separated obligation sets (configs/obligations) binding the background makers")
@@ -194,6 +199,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default=None, help="write the result as JSON here")
     parser.add_argument("--csv", default=None, help="write one line per set and metric here")
     parser.add_argument("--plot", default=None, help="write the trade-off plot (PNG) here")
+    add_set_argument(parser)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -210,7 +216,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for name in obs:
             load_obligations(name)
         for name in rules:
-            load_scenario(args.scenario, rules=[name])
+            load_scenario(args.scenario, rules=[name], settings=args.settings)
     except ConfigError as e:
         raise SystemExit(f"error: {e}") from None
     sets = len(obs) * len(rules)
@@ -224,7 +230,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         try:
             result, _ = compare(args.scenario, obs, rules, args.seeds, seed=args.seed, steps=args.steps,
-                                chunk=args.chunk, on_chunk=on_chunk)
+                                chunk=args.chunk, settings=args.settings, on_chunk=on_chunk)
         except ConfigError as e:
             raise SystemExit(f"error: {e}") from None
     print_tables(result)

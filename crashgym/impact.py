@@ -199,6 +199,8 @@ def plot_impact(report: dict[str, Any], path: str, *, title: str) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from crashgym.cli import add_set_argument
+
     parser.add_argument("--scenario", default="calm", help="scenario name (configs/scenarios) or TOML path")
     parser.add_argument("--rules", default=None, help="comma-separated rule files laid over the scenario")
     parser.add_argument("--obligations", default="none", help="obligation set binding the background makers")
@@ -211,6 +213,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
     parser.add_argument("--plot", default=None)
+    add_set_argument(parser)
 
 
 def _sizes(text: str) -> list[int]:
@@ -227,7 +230,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from crashgym.cli import load_cli_scenario, output_path
 
     sizes = _sizes(args.sizes)
-    sc = load_cli_scenario(args.scenario, args.rules, args.obligations)
+    sc = load_cli_scenario(args.scenario, args.rules, args.obligations, args.settings)
     try:
         result = metaorder_impact(sc.shape, sc.params, sizes, seeds=args.seeds, warmup_steps=args.warmup_steps,
                                   horizon_steps=args.horizon_steps, seed=args.seed, side=args.side)
@@ -267,7 +270,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if liquidated:
         console.print(f"warning: the agent was liquidated in {liquidated} metaorder runs (its margin is the env's); "
                       "those metaorders stopped early")
-    out = {"scenario": sc.name, "rules": args.rules, "obligations": args.obligations, "side": args.side,
+    out = {"scenario": sc.name, "rules": args.rules, "settings": args.settings, "obligations": args.obligations,
+           "side": args.side,
            "seeds": args.seeds, "seed": args.seed, "warmup_steps": args.warmup_steps,
            "horizon_steps": args.horizon_steps, **report}
     if args.json:

@@ -12,13 +12,17 @@ with the same schema; it is laid over the scenario's, key by key. Names of enume
 values are written as strings (`adl_rule = "hyperliquid"`, `mode = "chunked"`,
 `ioc_limit = "bankruptcy"`).
 Unknown keys, wrong types and impossible values raise ConfigError naming file and key.
+
+Settings (`settings=["market.flow.cancel_rate=0.01", "shape.n_levels=320"]`, the commands'
+`--set`) are single keys laid over the result, by the same rules, last.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Mapping
+import tomllib
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from crashgym.accounts import check_liquidation_grid
@@ -54,6 +58,34 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def parse_settings(settings: Sequence[str]) -> dict[str, Any]:
+    """`KEY=VALUE` assignments as a nested mapping laid over a scenario file's tables.
+
+    KEY is a dotted path from the file's top level, `shape.<field>` or
+    `market.<table>.<field>`; VALUE is a TOML value (`0.01`, `320`, `true`, `[1.0, 2.0]`,
+    `"hyperliquid"`), and a bare word that is not one is read as a string
+    (`adl_rule=hyperliquid`). Only the path's form is checked here; the schema checks the
+    key and the value when the scenario is built.
+    """
+    out: dict[str, Any] = {}
+    for text in settings:
+        key, sep, value = text.partition("=")
+        path = key.strip().split(".")
+        if not sep or not value.strip():
+            raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. market.flow.cancel_rate=0.01")
+        if path[0] not in ("shape", "market") or len(path) != (2 if path[0] == "shape" else 3) or not all(path):
+            raise ConfigError(f"--set {text!r}: KEY must be shape.<field> or market.<table>.<field>, got {key.strip()!r}")
+        try:
+            parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            parsed = value.strip()
+        table = out
+        for part in path[:-1]:
+            table = table.setdefault(part, {})
+        table[path[-1]] = parsed
+    return out
+
+
 def _encode_enums(market: dict[str, Any], source: str) -> dict[str, Any]:
     market = copy.deepcopy(market)
     for (group, key), codes in _ENUMS.items():
@@ -71,9 +103,9 @@ def market_params(market: Mapping[str, Any], source: str) -> MarketParams:
 
 
 def load_scenario(name_or_path: str, rules: str | list[str] | tuple[str, ...] | None = None,
-                  overrides: Mapping[str, Any] | None = None) -> Scenario:
-    """Load a scenario, optionally with rule files laid over it and a dict of overrides
-    (same nested layout as the `[market]` table)."""
+                  overrides: Mapping[str, Any] | None = None, settings: Sequence[str] = ()) -> Scenario:
+    """Load a scenario, optionally with rule files laid over it, a dict of overrides (same
+    nested layout as the `[market]` table) and `--set` style settings (`parse_settings`)."""
     source, data = _read(name_or_path, "scenarios")
     market = dict(data.get("market", {}))
     rule_names = (rules,) if isinstance(rules, str) else tuple(rules or ())
@@ -87,10 +119,19 @@ def load_scenario(name_or_path: str, rules: str | list[str] | tuple[str, ...] | 
     if overrides:
         market = _merge(market, overrides)
     shape_data = data.get("shape", {})
+    shape_source = source
+    if settings:
+        laid = parse_settings(settings)
+        market = _merge(market, laid.get("market", {}))
+        shape_data = _merge(shape_data, laid.get("shape", {}))
+        sources.append("--set")
+        shape_source = f"{source} + --set"
     try:
-        shape = from_mapping(MarketShape, shape_data, source=source, prefix="shape")
+        shape = from_mapping(MarketShape, shape_data, source=shape_source, prefix="shape")
+    except ConfigError:
+        raise
     except ValueError as e:  # MarketShape checks itself in __post_init__
-        raise ConfigError(f"{source}: {e}") from e if not isinstance(e, ConfigError) else e
+        raise ConfigError(f"{shape_source}: {e}") from e
     params = market_params(market, " + ".join(sources))
     try:
         check_liquidation_grid(shape.n_buckets, params.liquidation, params.accounts)

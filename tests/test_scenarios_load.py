@@ -91,6 +91,41 @@ def test_scenario_loads_and_runs(name):
     _smoke(sc)
 
 
+def test_settings_are_laid_over_the_file_rules_and_overrides_last():
+    """`--set KEY=VALUE` (load_scenario's settings): shape and market keys, enum names, and
+    the last word over a rules file and a dict of overrides; the rest stays the scenario's."""
+    base = load_scenario("oct10", rules="adl_hyperliquid", overrides={"flow": {"cancel_rate": 0.02}})
+    sc = load_scenario("oct10", rules="adl_hyperliquid", overrides={"flow": {"cancel_rate": 0.02}},
+                       settings=["market.flow.cancel_rate=0.03", "shape.n_levels=32",
+                                 "market.liquidation.adl_rule=pro_rata", 'market.liquidation.mode="chunked"'])
+    assert base.params.flow.cancel_rate == 0.02 and sc.params.flow.cancel_rate == 0.03
+    assert sc.shape.n_levels == 32 and base.shape.n_levels != 32
+    assert sc.params.liquidation.adl_rule == ADL_RULES["pro_rata"] != base.params.liquidation.adl_rule
+    assert sc.params.liquidation.mode == 1 and sc.params.liquidation.adl_at_mark == 1  # the rules file's, kept
+    assert sc.params.makers == base.params.makers and sc.params.accounts == base.params.accounts
+    assert dataclasses.replace(sc.shape, n_levels=base.shape.n_levels) == base.shape
+
+
+@pytest.mark.parametrize("setting, needle", [
+    ("market.flow.cancel_rate", "expected KEY=VALUE"),
+    ("market.flow.cancel_rate=", "expected KEY=VALUE"),
+    ("flow.cancel_rate=0.1", "KEY must be shape.<field> or market.<table>.<field>"),
+    ("market.cancel_rate=0.1", "KEY must be shape.<field> or market.<table>.<field>"),
+    ("market.flow.cancel_ratee=0.1", "unknown key 'market.flow.cancel_ratee'"),
+    ("market.flow.cancel_rate=fast", "'market.flow.cancel_rate' must be float, got 'fast'"),
+    ("market.flow.cancel_rate=2.0", "'market.flow.cancel_rate' must be in [0, 1]"),
+    ("shape.n_levels=16.5", "'shape.n_levels' must be int, got 16.5"),
+    ("shape.n_levelz=16", "unknown key 'shape.n_levelz'"),
+    ("market.liquidation.adl_rule=nosuch", "'market.liquidation.adl_rule' must be one of"),
+])
+def test_bad_setting_raises_config_error_naming_it(setting, needle):
+    with pytest.raises(ConfigError) as err:
+        load_scenario("calm", settings=[setting])
+    msg = str(err.value)
+    assert "--set" in msg and needle in msg, msg
+    assert msg.count("calm.toml") <= 1, msg  # named once, not once per layer of the error
+
+
 def test_scenario_loads_by_path():
     path = configs_root() / "scenarios" / f"{SCENARIOS[0]}.toml"
     assert load_scenario(str(path)) == load_scenario(SCENARIOS[0])
