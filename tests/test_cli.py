@@ -66,7 +66,7 @@ def _documented_commands() -> list[str]:
     for page in pages:
         for block in re.findall(r"```[a-z]*\n(.*?)```", page.read_text(), re.S):
             block = re.sub(r"\\\n\s*", " ", block)
-            lines += [ln.strip() for ln in block.splitlines() if ln.startswith("crashgym ")]
+            lines += [ln.strip() for ln in block.splitlines() if ln.strip().startswith("crashgym ")]
     return lines
 
 
