@@ -32,15 +32,15 @@ def test_run_with_heuristic_agent(tmp_path):
 
 
 def test_run_set_lays_a_key_over_the_scenario(tmp_path):
-    """`--set` reaches the market (makers that quote nothing are never present) and is recorded."""
+    """`--set` reaches the market (makers that quote nothing never quote two-sided) and is recorded."""
     out = tmp_path / "run.json"
     argv = ["run", "--scenario", "calm", "--seeds", "2", "--steps", "40", "--json", str(out)]
     assert main(argv + ["--set", "market.makers.quote_size_lots=0"]) == 0
     data = json.loads(out.read_text())
     assert data["settings"] == ["market.makers.quote_size_lots=0"]
-    assert data["metrics"]["mm_presence"]["p95"] == 0.0
+    assert data["metrics"]["mm_two_sided"]["p95"] == 0.0
     assert main(argv) == 0
-    assert json.loads(out.read_text())["metrics"]["mm_presence"]["p05"] > 0.5
+    assert json.loads(out.read_text())["metrics"]["mm_two_sided"]["p05"] > 0.5
 
 
 @pytest.mark.parametrize("argv, message", [
