@@ -217,12 +217,13 @@ def test_impact_has_the_square_root_laws_magnitude(impacts):
     "(0.66-0.79, R^2 0.97) with seed 7, 256 seeds each, sizes 60-3840 lots over 5 minutes. Between neighbouring "
     "sizes: linear up to 240 lots, about a square root from 240 to 960, ~0.67 from 960 to 3840, convex beyond "
     "~4,000. The square root (0.5) is well outside the interval. None of these gives a square root over this "
-    "range: a quieter or lumpier background flow, no makers, no index link, a diffusing or V-shaped slower book, "
-    "a latent spot book behind the arbitrage, a convex arbitrage, a book that moves with the fair value, a "
-    "balanced background flow, or makers that lay off their fills into a V-shaped book. A V-shaped slower book "
-    "with an index that "
-    "follows the perp fits ~0.6 in calm, but its curve is linear then nearly flat and it breaks calm's tails and "
-    "both events' calibration. What was tried, and the figures: docs/impact.md"))
+    "range: a quieter or lumpier background flow, fewer takers, no makers, no index link, a finer tick, a "
+    "diffusing or V-shaped slower book, a latent spot book behind the arbitrage, a convex arbitrage, a book that "
+    "moves with the fair value, a balanced background flow, or makers that lay off their fills into a V-shaped "
+    "book. A V-shaped slower book with an index that follows the perp fits ~0.6 in calm, but its curve is linear "
+    "then nearly flat and it breaks calm's tails and both events' calibration. The linear part ends at ~5% "
+    "participation, and moves with the book's own trading rate as the latent-order-book theory says. What was "
+    "tried, and the figures: docs/impact.md"))
 def test_impact_is_roughly_square_root(impacts):
     """A square root is claimed only if the whole 90% interval of the exponent (a bootstrap over
     seeds) lies within 0.3-0.7 on both seed bases, so float rounding that moves the point
