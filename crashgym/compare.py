@@ -11,6 +11,10 @@ sharded over all local devices. Member j of every set uses the same random strea
 the sets are compared on common random numbers, so differences between them come from the
 rules, not from luck of the draw.
 
+`--sweep KEY=V1,V2,...` repeats every rules set once per value of one market key (a
+threshold, a fund size, a fee), still in the one batch; such a set's rules label reads
+``"<rules> + <field>=<value>"`` and its JSON row carries the assignment as ``"setting"``.
+
 Output: a table per set (DESIGN section 4 metrics, mean and a 95% interval of the mean over
 seeds), ``--json`` (``{"scenario", "step_seconds", "seeds", "rows": [{"obligations", "rules",
 "metrics"}]}``, metrics as ``crashgym run`` plus ``ci95_low`` / ``ci95_high``), ``--csv`` (one line
@@ -39,7 +43,8 @@ from crashgym.rollout import run_batch
 from crashgym.scenarios import load_scenario
 from crashgym.types import MarketShape
 
-__all__ = ["QUALITY", "COST", "add_arguments", "build_batch", "compare", "plot_tradeoff", "run", "write_csv"]
+__all__ = ["QUALITY", "COST", "add_arguments", "build_batch", "compare", "parse_sweep", "plot_tradeoff", "run",
+           "write_csv"]
 
 # Market quality in the crash (lower is better for all but min_depth_ratio) and the makers' cost.
 QUALITY = ("max_drawdown", "min_depth_ratio", "liquidated_notional", "bad_debt", "adl_notional")
@@ -54,22 +59,50 @@ def _names(text: str | Sequence[str]) -> list[str]:
     return names
 
 
-def build_batch(scenario: str, obligations: Sequence[str], rules: Sequence[str], seeds: int, steps: int | None = None,
-                settings: Sequence[str] = ()) -> tuple[MarketShape, MarketParams, list[tuple[str, str]], np.ndarray, Any]:
-    """(shape, params stacked along axis 0, [(obligation, rules)] per set, seed_ids, first scenario).
+def parse_sweep(text: str) -> tuple[str, list[str]]:
+    """`--sweep KEY=V1,V2,...` as (KEY, the `--set` assignment of each value).
 
-    The batch is sets x seeds, set-major: member ``i * seeds + j`` is set i, seed j.
+    KEY is a market key (`market.<table>.<field>`): the shape is static, so it cannot vary
+    inside one batch. Values are scalars; each is checked by the schema when its set is built.
+    """
+    key, sep, values = text.partition("=")
+    key = key.strip()
+    if not sep or not [v for v in values.split(",") if v.strip()]:
+        raise ConfigError(f"--sweep {text!r}: expected KEY=V1,V2,..., e.g. market.makers.withdraw_stress=2.2,3.8")
+    if not key.startswith("market."):
+        raise ConfigError(f"--sweep {text!r}: only market.<table>.<field> keys can vary inside one batch "
+                          f"(the shape is static), got {key!r}")
+    return key, [f"{key}={v.strip()}" for v in values.split(",") if v.strip()]
+
+
+def _variant_label(rule: str, setting: str | None) -> str:
+    """A set's rules label: the rules file, and the swept value when there is one."""
+    if setting is None:
+        return rule
+    key, _, value = setting.partition("=")
+    return f"{rule} + {key.rsplit('.', 1)[-1]}={value}"
+
+
+def build_batch(scenario: str, obligations: Sequence[str], rules: Sequence[str], seeds: int, steps: int | None = None,
+                settings: Sequence[str] = (), sweep: str | None = None
+                ) -> tuple[MarketShape, MarketParams, list[tuple[str, str]], np.ndarray, Any]:
+    """(shape, params stacked along axis 0, [(obligation, rules label)] per set, seed_ids, first scenario).
+
+    The batch is sets x seeds, set-major: member ``i * seeds + j`` is set i, seed j. With a
+    `sweep` every rules set is repeated once per swept value, labelled ``"<rules> + <field>=<value>"``.
     """
     if seeds < 1:
         raise ValueError("seeds must be >= 1")
+    swept: list[str | None] = [None] if sweep is None else list(parse_sweep(sweep)[1])
     sets, members, shape, first = [], [], None, None
     for rule in rules:
-        sc = load_scenario(scenario, rules=[rule], settings=settings)
-        if shape is None:
-            shape, first = sc.shape, sc
-        for ob in obligations:
-            members.append(sc.params.replace(maker_obligation=load_obligations(ob)))
-            sets.append((ob, rule))
+        for setting in swept:
+            sc = load_scenario(scenario, rules=[rule], settings=[*settings, *([setting] if setting else [])])
+            if shape is None:
+                shape, first = sc.shape, sc
+            for ob in obligations:
+                members.append(sc.params.replace(maker_obligation=load_obligations(ob)))
+                sets.append((ob, _variant_label(rule, setting)))
     assert shape is not None and first is not None
     if steps:
         shape = dataclasses.replace(shape, episode_steps=int(steps))
@@ -83,24 +116,32 @@ def build_batch(scenario: str, obligations: Sequence[str], rules: Sequence[str],
 
 def compare(scenario: str, obligations: str | Sequence[str], rules: str | Sequence[str] = ("none",), seeds: int = 16, *,
             seed: int = 0, steps: int | None = None, chunk: int = 60, settings: Sequence[str] = (),
-            on_chunk: Callable[[int, int], None] | None = None) -> tuple[dict[str, Any], dict[tuple[str, str], dict[str, np.ndarray]]]:
+            sweep: str | None = None, on_chunk: Callable[[int, int], None] | None = None
+            ) -> tuple[dict[str, Any], dict[tuple[str, str], dict[str, np.ndarray]]]:
     """Run the comparison; returns (the JSON result, per-set per-seed metric values).
-    `settings` (`--set KEY=VALUE`) are laid over every set's scenario."""
+
+    `settings` (`--set KEY=VALUE`) are laid over every set's scenario; `sweep`
+    (`KEY=V1,V2,...`, `parse_sweep`) repeats every rules set once per value, in the same batch.
+    """
     obs_names, rule_names = _names(obligations), _names(rules)
-    shape, params, sets, seed_ids, sc = build_batch(scenario, obs_names, rule_names, seeds, steps, settings)
+    shape, params, sets, seed_ids, sc = build_batch(scenario, obs_names, rule_names, seeds, steps, settings, sweep)
     t0 = time.perf_counter()
     info, step_seconds = run_batch(shape, params, len(seed_ids), params_axis=0, seed_ids=seed_ids, seed=seed,
                                    chunk=chunk, on_chunk=on_chunk)
     wall = time.perf_counter() - t0
-    p = sc.params
+    setting_of = {_variant_label(r, st): st for r in rule_names for st in (parse_sweep(sweep)[1] if sweep else [])}
     values: dict[tuple[str, str], dict[str, np.ndarray]] = {}
     rows = []
     for i, (ob, rule) in enumerate(sets):
         part = {k: v[:, i * seeds:(i + 1) * seeds] for k, v in info.items()}
+        p = jax.tree.map(lambda x: x[i * seeds], params)  # this set's own (a sweep may move these)
         vals = episode_metrics(part, shock_step=int(p.flow.shock_step), n_makers=shape.n_makers,
                                agent_capital=float(p.agent.capital), maker_capital=float(p.makers.capital))
         values[(ob, rule)] = vals
-        rows.append({"obligations": ob, "rules": rule, "metrics": summarize(vals, ci=True)})
+        row = {"obligations": ob, "rules": rule, "metrics": summarize(vals, ci=True)}
+        if rule in setting_of:
+            row["setting"] = setting_of[rule]
+        rows.append(row)
     result = {
         "scenario": sc.name, "step_seconds": step_seconds, "seeds": seeds, "rows": rows,
         "episode_steps": shape.episode_steps, "batch": len(seed_ids), "wall_seconds": wall,
@@ -108,6 +149,8 @@ def compare(scenario: str, obligations: str | Sequence[str], rules: str | Sequen
     }
     if settings:
         result["settings"] = list(settings)
+    if sweep:
+        result["sweep"] = sweep
     return result, values
 
 
@@ -156,7 +199,7 @@ def plot_tradeoff(result: dict[str, Any], path: str | None = None):
 
     fig, axes = plt.subplots(len(QUALITY), len(COST), figsize=(4.2 * len(COST), 2.6 * len(QUALITY)), squeeze=False)
     rule_sets = sorted({r["rules"] for r in result["rows"]})
-    markers = dict(zip(rule_sets, "osD^vP*X"))
+    markers = {r: "osD^vP*Xhp<>"[i % 12] for i, r in enumerate(rule_sets)}
     obligation_sets = list(dict.fromkeys(r["obligations"] for r in result["rows"]))
     colours = {o: f"C{i % 10}" for i, o in enumerate(obligation_sets)}
     for i, q in enumerate(QUALITY):
@@ -173,9 +216,11 @@ def plot_tradeoff(result: dict[str, Any], path: str | None = None):
             ax.set_ylabel(q)
             ax.grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 4), fontsize=8, title="obligations / rules")
-    fig.suptitle(f"{result['scenario']}: market quality in the crash vs the makers' cost ({result['seeds']} seeds)", y=1.0)
-    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    fig.suptitle(f"{result['scenario']}: market quality in the crash vs the makers' cost ({result['seeds']} seeds)")
+    fig.tight_layout(rect=(0, 0, 1, 0.91))
+    # The legend sits between the title and the panels (rows of 4), not over the title.
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.965), ncol=min(len(labels), 4), fontsize=8,
+               title="obligations / rules")
     if path is not None:
         fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
@@ -200,6 +245,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv", default=None, help="write one line per set and metric here")
     parser.add_argument("--plot", default=None, help="write the trade-off plot (PNG) here")
     add_set_argument(parser)
+    parser.add_argument("--sweep", default=None, metavar="KEY=V1,V2,...",
+                        help="repeat every rules set once per value of one market key, in the same batch "
+                             "(e.g. market.makers.withdraw_stress=2.2,3.0,3.8)")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -215,11 +263,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         obs, rules = _names(args.obligations), _names(args.rules)
         for name in obs:
             load_obligations(name)
+        swept = parse_sweep(args.sweep)[1] if args.sweep else []
         for name in rules:
-            load_scenario(args.scenario, rules=[name], settings=args.settings)
+            for setting in swept or [None]:
+                load_scenario(args.scenario, rules=[name], settings=[*args.settings, *([setting] if setting else [])])
     except ConfigError as e:
         raise SystemExit(f"error: {e}") from None
-    sets = len(obs) * len(rules)
+    sets = len(obs) * len(rules) * max(len(swept), 1)
     desc = f"{args.scenario}: {sets} sets x {args.seeds} seeds = {sets * args.seeds} markets"
     with Progress(TextColumn(desc), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
                   TimeElapsedColumn()) as bar:
@@ -230,7 +280,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         try:
             result, _ = compare(args.scenario, obs, rules, args.seeds, seed=args.seed, steps=args.steps,
-                                chunk=args.chunk, settings=args.settings, on_chunk=on_chunk)
+                                chunk=args.chunk, settings=args.settings, sweep=args.sweep, on_chunk=on_chunk)
         except ConfigError as e:
             raise SystemExit(f"error: {e}") from None
     print_tables(result)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from crashgym.cli import build_parser, main
+from crashgym.compare import parse_sweep
 from crashgym.scenarios import load_scenario
 
 
@@ -82,5 +83,8 @@ def test_documented_command_parses_and_its_scenario_loads(line):
     args = build_parser().parse_args(argv)
     if hasattr(args, "scenario"):
         rules = [r for r in (getattr(args, "rules", None) or "").split(",") if r]
+        swept = parse_sweep(args.sweep)[1] if getattr(args, "sweep", None) else []
         for rule in rules or [None]:
-            load_scenario(args.scenario, rules=rule, settings=getattr(args, "settings", ()))
+            for setting in swept or [None]:
+                load_scenario(args.scenario, rules=rule,
+                              settings=[*getattr(args, "settings", ()), *([setting] if setting else [])])

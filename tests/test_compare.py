@@ -17,7 +17,7 @@ import pytest
 
 from crashgym.cli import main
 from crashgym.compare import build_batch, compare
-from crashgym.metrics import METRICS
+from crashgym.metrics import METRICS, episode_metrics
 from crashgym.rollout import run_batch
 
 from hangs import SUBPROCESS_TIMEOUT_S  # tests/hangs.py
@@ -112,4 +112,51 @@ def test_compare_cli_outputs(tmp_path: Path):
 def test_compare_cli_bad_input(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
         main(["compare", "--scenario", "oct10", "--steps", "5"] + argv)
+    assert message in str(e.value)
+
+
+def test_sweep_repeats_each_rules_set_per_value_in_one_batch():
+    shape, params, sets, ids, _ = build_batch("oct10", ["none", "strict"], ["none", "luld_like"], 2,
+                                              sweep="market.makers.withdraw_stress=2.2,3.8")
+    assert [rule for _, rule in sets[::2]] == ["none + withdraw_stress=2.2", "none + withdraw_stress=3.8",
+                                              "luld_like + withdraw_stress=2.2", "luld_like + withdraw_stress=3.8"]
+    assert len(ids) == 16
+    stress = np.asarray(params.makers.withdraw_stress)[::2]  # one member per set (2 seeds each)
+    np.testing.assert_allclose(stress, [2.2, 2.2, 3.8, 3.8] * 2, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(params.rules.halt_move)[::2], [0] * 4 + [0.05] * 4, rtol=1e-6)
+
+
+def test_sweep_metrics_use_each_sets_own_parameters(tmp_path: Path):
+    """A swept shock step moves the pre-shock baseline of the depth metrics: each set's metrics
+    are computed with its own, and the CLI records the sweep per row."""
+    j = tmp_path / "sweep.json"
+    main(["compare", "--scenario", "oct10", "--obligations", "none", "--rules", "none", "--seeds", "2",
+          "--steps", "40", "--chunk", "20", "--sweep", "market.flow.shock_step=5,30", "--json", str(j)])
+    result = json.loads(j.read_text())
+    assert result["sweep"] == "market.flow.shock_step=5,30"
+    assert [(r["rules"], r["setting"]) for r in result["rows"]] == [
+        ("none + shock_step=5", "market.flow.shock_step=5"), ("none + shock_step=30", "market.flow.shock_step=30")]
+    shape, params, sets, ids, _ = build_batch("oct10", ["none"], ["none"], 2, steps=40,
+                                              sweep="market.flow.shock_step=5,30")
+    info, _ = run_batch(shape, params, len(ids), params_axis=0, seed_ids=ids, chunk=20)
+    kw = dict(n_makers=shape.n_makers, agent_capital=float(params.agent.capital[0]),
+              maker_capital=float(params.makers.capital[0]))
+    for i, (row, own, other) in enumerate(zip(result["rows"], (5, 30), (30, 5))):
+        part = {k: v[:, 2 * i:2 * i + 2] for k, v in info.items()}
+        mine = episode_metrics(part, shock_step=own, **kw)["min_depth_ratio"]
+        theirs = episode_metrics(part, shock_step=other, **kw)["min_depth_ratio"]
+        assert row["metrics"]["min_depth_ratio"]["mean"] == pytest.approx(float(np.mean(mine)))
+        assert not np.allclose(mine, theirs)  # the baseline matters, so the check above can fail
+
+
+@pytest.mark.parametrize("sweep, message", [
+    ("market.makers.withdraw_stress", "expected KEY=V1,V2"),
+    ("market.makers.withdraw_stress=", "expected KEY=V1,V2"),
+    ("shape.n_levels=32,64", "only market.<table>.<field> keys can vary inside one batch"),
+    ("market.makers.withdraw_stres=2,3", "unknown key 'market.makers.withdraw_stres'"),
+    ("market.makers.withdraw_stress=2,high", "'market.makers.withdraw_stress' must be float, got 'high'"),
+])
+def test_compare_cli_bad_sweep(sweep, message):
+    with pytest.raises(SystemExit) as e:
+        main(["compare", "--scenario", "oct10", "--steps", "5", "--sweep", sweep])
     assert message in str(e.value)
