@@ -40,7 +40,7 @@ from crashgym.metrics import episode_metrics, summarize
 from crashgym.obligations import load_obligations
 from crashgym.params import MarketParams
 from crashgym.rollout import run_batch
-from crashgym.scenarios import load_scenario
+from crashgym.scenarios import Scenario, load_scenario
 from crashgym.types import MarketShape
 
 __all__ = ["QUALITY", "COST", "add_arguments", "build_batch", "compare", "parse_sweep", "plot_tradeoff", "run",
@@ -75,6 +75,17 @@ def parse_sweep(text: str) -> tuple[str, list[str]]:
     return key, [f"{key}={v.strip()}" for v in values.split(",") if v.strip()]
 
 
+def _variants(rules: Sequence[str], sweep: str | None) -> list[tuple[str, str | None]]:
+    """(rules file, swept assignment or None) of every rules set, in batch order."""
+    swept: list[str | None] = [None] if sweep is None else list(parse_sweep(sweep)[1])
+    return [(rule, setting) for rule in rules for setting in swept]
+
+
+def _load_variant(scenario: str, rule: str, setting: str | None, settings: Sequence[str]) -> Scenario:
+    """The scenario with one rules file, the `--set` settings and the swept assignment laid over it."""
+    return load_scenario(scenario, rules=[rule], settings=[*settings, *([setting] if setting else [])])
+
+
 def _variant_label(rule: str, setting: str | None) -> str:
     """A set's rules label: the rules file, and the swept value when there is one."""
     if setting is None:
@@ -93,16 +104,14 @@ def build_batch(scenario: str, obligations: Sequence[str], rules: Sequence[str],
     """
     if seeds < 1:
         raise ValueError("seeds must be >= 1")
-    swept: list[str | None] = [None] if sweep is None else list(parse_sweep(sweep)[1])
     sets, members, shape, first = [], [], None, None
-    for rule in rules:
-        for setting in swept:
-            sc = load_scenario(scenario, rules=[rule], settings=[*settings, *([setting] if setting else [])])
-            if shape is None:
-                shape, first = sc.shape, sc
-            for ob in obligations:
-                members.append(sc.params.replace(maker_obligation=load_obligations(ob)))
-                sets.append((ob, _variant_label(rule, setting)))
+    for rule, setting in _variants(rules, sweep):
+        sc = _load_variant(scenario, rule, setting, settings)
+        if shape is None:
+            shape, first = sc.shape, sc
+        for ob in obligations:
+            members.append(sc.params.replace(maker_obligation=load_obligations(ob)))
+            sets.append((ob, _variant_label(rule, setting)))
     assert shape is not None and first is not None
     if steps:
         shape = dataclasses.replace(shape, episode_steps=int(steps))
@@ -129,7 +138,7 @@ def compare(scenario: str, obligations: str | Sequence[str], rules: str | Sequen
     info, step_seconds = run_batch(shape, params, len(seed_ids), params_axis=0, seed_ids=seed_ids, seed=seed,
                                    chunk=chunk, on_chunk=on_chunk)
     wall = time.perf_counter() - t0
-    setting_of = {_variant_label(r, st): st for r in rule_names for st in (parse_sweep(sweep)[1] if sweep else [])}
+    setting_of = {_variant_label(r, st): st for r, st in _variants(rule_names, sweep) if st}
     values: dict[tuple[str, str], dict[str, np.ndarray]] = {}
     rows = []
     for i, (ob, rule) in enumerate(sets):
@@ -263,13 +272,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         obs, rules = _names(args.obligations), _names(args.rules)
         for name in obs:
             load_obligations(name)
-        swept = parse_sweep(args.sweep)[1] if args.sweep else []
-        for name in rules:
-            for setting in swept or [None]:
-                load_scenario(args.scenario, rules=[name], settings=[*args.settings, *([setting] if setting else [])])
+        variants = _variants(rules, args.sweep)
+        for rule, setting in variants:
+            _load_variant(args.scenario, rule, setting, args.settings)
     except ConfigError as e:
         raise SystemExit(f"error: {e}") from None
-    sets = len(obs) * len(rules) * max(len(swept), 1)
+    sets = len(obs) * len(variants)
     desc = f"{args.scenario}: {sets} sets x {args.seeds} seeds = {sets * args.seeds} markets"
     with Progress(TextColumn(desc), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
                   TimeElapsedColumn()) as bar:
