@@ -86,12 +86,15 @@ def _load_variant(scenario: str, rule: str, setting: str | None, settings: Seque
     return load_scenario(scenario, rules=[rule], settings=[*settings, *([setting] if setting else [])])
 
 
+def short_setting(setting: str) -> str:
+    """`market.makers.withdraw_stress=2.2` as `withdraw_stress=2.2` (for labels)."""
+    key, _, value = setting.partition("=")
+    return f"{key.rsplit('.', 1)[-1]}={value}"
+
+
 def _variant_label(rule: str, setting: str | None) -> str:
     """A set's rules label: the rules file, and the swept value when there is one."""
-    if setting is None:
-        return rule
-    key, _, value = setting.partition("=")
-    return f"{rule} + {key.rsplit('.', 1)[-1]}={value}"
+    return rule if setting is None else f"{rule} + {short_setting(setting)}"
 
 
 def build_batch(scenario: str, obligations: Sequence[str], rules: Sequence[str], seeds: int, steps: int | None = None,

@@ -163,36 +163,64 @@ def _bounded(lo: float, hi: float) -> list[float] | None:
     return [float(lo), float(hi)] if np.isfinite(lo) and np.isfinite(hi) else None
 
 
-def plot_impact(report: dict[str, Any], path: str, *, title: str) -> None:
-    """Impact against size (log-log, with standard errors) beside the square-root law with Y
-    from 0.5 to 1 (the real range, MARKET_MECHANICS.md section 7). Matplotlib (Agg) only."""
+def _curve(report: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sizes (lots), impacts and their standard errors (bp) of a report's rows."""
+    rows = report["rows"]
+    return tuple(np.array([r[k] for r in rows]) for k in ("size_lots", "impact_bps", "impact_se_bps"))
+
+
+def _loglog(title: str):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = report["rows"]
-    q = np.array([r["size_lots"] for r in rows])
-    i = np.array([r["impact_bps"] for r in rows])
-    se = np.array([r["impact_se_bps"] for r in rows])
-    law = 1e4 * report["step_sigma"] * np.sqrt(q / report["volume_per_step"])
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    ax.fill_between(q, 0.5 * law, law, color="C2", alpha=0.2, label="square-root law, Y 0.5-1 (real)")
-    ax.errorbar(q, np.maximum(i, 1e-3), yerr=se, fmt="o-", color="C0", capsize=3, label="simulated (mean, se)")
-    if report["fit"] is not None:
-        f = report["fit"]
-        ax.plot(q, 1e4 * f["prefactor"] * q ** f["exponent"], "--", color="C0", alpha=0.6,
-                label=f"fit: exponent {f['exponent']:.2f}, R^2 {f['r2']:.2f}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("metaorder size Q (lots)")
     ax.set_ylabel("impact (bp)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    return fig, ax
+
+
+def _save(fig: Any, ax: Any, path: str, legend_size: int) -> None:
+    import matplotlib.pyplot as plt
+
+    ax.legend(fontsize=legend_size)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_impact(report: dict[str, Any], path: str, *, title: str) -> None:
+    """Impact against size (log-log, with standard errors) beside the square-root law with Y
+    from 0.5 to 1 (the real range, MARKET_MECHANICS.md section 7). Matplotlib (Agg) only."""
+    q, i, se = _curve(report)
+    law = 1e4 * report["step_sigma"] * np.sqrt(q / report["volume_per_step"])
+    fig, ax = _loglog(title)
+    ax.fill_between(q, 0.5 * law, law, color="C2", alpha=0.2, label="square-root law, Y 0.5-1 (real)")
+    ax.errorbar(q, np.maximum(i, 1e-3), yerr=se, fmt="o-", color="C0", capsize=3, label="simulated (mean, se)")
+    if report["fit"] is not None:
+        f = report["fit"]
+        ax.plot(q, 1e4 * f["prefactor"] * q ** f["exponent"], "--", color="C0", alpha=0.6,
+                label=f"fit: exponent {f['exponent']:.2f}, R^2 {f['r2']:.2f}")
+    _save(fig, ax, path, 8)
+
+
+def plot_impact_sweep(runs: Sequence[tuple[str, dict[str, Any]]], path: str, *, title: str) -> None:
+    """One impact curve per swept value (log-log, with standard errors and each run's fitted
+    exponent in its label), beside a square-root guide through the first curve's largest size."""
+    fig, ax = _loglog(title)
+    for n, (label, report) in enumerate(runs):
+        q, i, se = _curve(report)
+        fit = report["fit"]
+        text = f"{label}: exponent {fit['exponent']:.2f}" if fit else f"{label}: no fit"
+        ax.errorbar(q, np.maximum(i, 1e-3), yerr=se, fmt="o-", color=f"C{n % 10}", capsize=3, label=text)
+    q0, i0, _ = _curve(runs[0][1])
+    ax.plot(q0, max(i0[-1], 1e-3) * np.sqrt(q0 / q0[-1]), ":", color="k", alpha=0.6, label="square root (slope 0.5)")
+    _save(fig, ax, path, 7)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -214,6 +242,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default=None)
     parser.add_argument("--plot", default=None)
     add_set_argument(parser)
+    parser.add_argument("--sweep", default=None, metavar="KEY=V1,V2,...",
+                        help="measure the curve once per value of one market key (in turn) and compare the fits, "
+                             "e.g. market.flow.market_rate_lots=7.5,15,30")
 
 
 def _sizes(text: str) -> list[int]:
@@ -223,39 +254,36 @@ def _sizes(text: str) -> list[int]:
         raise SystemExit(f"error: --sizes must be comma-separated whole lots, got {text!r}") from None
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    from rich.console import Console
-    from rich.table import Table
-
-    from crashgym.cli import load_cli_scenario, output_path
-
-    sizes = _sizes(args.sizes)
-    sc = load_cli_scenario(args.scenario, args.rules, args.obligations, args.settings)
+def _measure(sc: Any, args: argparse.Namespace, sizes: list[int]) -> dict[str, Any]:
     try:
         result = metaorder_impact(sc.shape, sc.params, sizes, seeds=args.seeds, warmup_steps=args.warmup_steps,
                                   horizon_steps=args.horizon_steps, seed=args.seed, side=args.side)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
-    report = impact_report(result, horizon_steps=args.horizon_steps, step_seconds=float(sc.params.step_seconds))
-    minutes = args.horizon_steps * float(sc.params.step_seconds) / 60
-    title = f"{sc.name}: {args.side} metaorders over {minutes:g} min from step {args.warmup_steps} ({args.seeds} seeds)"
+    return impact_report(result, horizon_steps=args.horizon_steps, step_seconds=float(sc.params.step_seconds))
+
+
+def _fit_text(fit: dict[str, Any] | None, n_sizes: int) -> str:
+    if not fit:
+        return "fewer than two positive impacts, no fit"
+    band = fit["exponent_interval_90"]
+    band_text = f"90% interval {band[0]:.2f}-{band[1]:.2f} over seeds" if band else "too few seeds to bound it"
+    return (f"impact ~ Q^{fit['exponent']:.2f} ({band_text}; R^2 {fit['r2']:.2f}, {fit['sizes_fitted']} of "
+            f"{n_sizes} sizes: those with impact > 0); square root 0.5")
+
+
+def _print_report(console: Any, report: dict[str, Any], title: str, n_sizes: int) -> None:
+    from rich.table import Table
+
     table = Table(title=f"crashgym impact: {title}, common random numbers")
     for col in ("size (lots)", "of a day's volume", "participation", "impact (bp)", "se (bp)", "Y"):
         table.add_column(col, justify="right")
     for r in report["rows"]:
         table.add_row(f"{r['size_lots']:.0f}", f"{r['fraction_of_day_volume']:.1e}", f"{r['participation']:.1%}",
                       f"{r['impact_bps']:.2f}", f"{r['impact_se_bps']:.2f}", f"{r['sqrt_law_y']:.2f}")
-    console = Console()
     console.print(table)
-    fit = report["fit"]
-    if fit:
-        band = fit["exponent_interval_90"]
-        band_text = f"90% interval {band[0]:.2f}-{band[1]:.2f} over seeds" if band else "too few seeds to bound it"
-        fit_text = (f"impact ~ Q^{fit['exponent']:.2f} ({band_text}; R^2 {fit['r2']:.2f}, {fit['sizes_fitted']} of "
-                    f"{len(sizes)} sizes: those with impact > 0); square root 0.5")
-    else:
-        fit_text = "fewer than two positive impacts, no fit"
-    console.print(f"fit: {fit_text}; Y in impact = Y sigma sqrt(Q/V), real 0.5-1 (sigma, V: the idle runs')")
+    console.print(f"fit: {_fit_text(report['fit'], n_sizes)}; Y in impact = Y sigma sqrt(Q/V), real 0.5-1 "
+                  "(sigma, V: the idle runs')")
     if report["local_exponents"]:
         local = Table(title="local exponent between neighbouring sizes (1: linear, 0.5: square root)")
         for col in ("from (lots)", "to (lots)", "exponent", "90% interval over seeds"):
@@ -270,15 +298,67 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if liquidated:
         console.print(f"warning: the agent was liquidated in {liquidated} metaorder runs (its margin is the env's); "
                       "those metaorders stopped early")
-    out = {"scenario": sc.name, "rules": args.rules, "settings": args.settings, "obligations": args.obligations,
-           "side": args.side,
-           "seeds": args.seeds, "seed": args.seed, "warmup_steps": args.warmup_steps,
-           "horizon_steps": args.horizon_steps, **report}
+
+
+def _print_sweep(console: Any, runs: list[dict[str, Any]], title: str) -> None:
+    from rich.table import Table
+
+    from crashgym.compare import short_setting
+
+    table = Table(title=f"crashgym impact sweep: {title}")
+    for col in ("setting", "exponent", "90% interval", "R^2", "local exponents, smallest sizes first"):
+        table.add_column(col, justify="left" if col in ("setting", "local exponents, smallest sizes first") else "right")
+    for run in runs:
+        fit, band = run["fit"], (run["fit"] or {}).get("exponent_interval_90")
+        local = ", ".join("-" if le["exponent"] is None else f"{le['exponent']:.2f}" for le in run["local_exponents"])
+        table.add_row(short_setting(run["setting"]), f"{fit['exponent']:.2f}" if fit else "-",
+                      f"{band[0]:.2f}-{band[1]:.2f}" if band else "-", f"{fit['r2']:.2f}" if fit else "-", local)
+    console.print(table)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """`crashgym impact`: one curve, or with `--sweep` one curve per value of a market key."""
+    from rich.console import Console
+
+    from crashgym.cli import load_cli_scenario, output_path
+    from crashgym.compare import parse_sweep, short_setting
+    from crashgym.config import ConfigError
+
+    sizes = _sizes(args.sizes)
+    try:
+        swept = parse_sweep(args.sweep)[1] if args.sweep else []
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
+    # Every swept scenario is loaded (and checked) before the first, slow, measurement.
+    scenarios = [load_cli_scenario(args.scenario, args.rules, args.obligations, [*args.settings, setting])
+                 for setting in swept] or [load_cli_scenario(args.scenario, args.rules, args.obligations, args.settings)]
+    sc = scenarios[0]
+    minutes = args.horizon_steps * float(sc.params.step_seconds) / 60
+    title = f"{sc.name}: {args.side} metaorders over {minutes:g} min from step {args.warmup_steps} ({args.seeds} seeds)"
+    console = Console()
+    head = {"scenario": sc.name, "rules": args.rules, "settings": args.settings, "obligations": args.obligations,
+            "side": args.side, "seeds": args.seeds, "seed": args.seed, "warmup_steps": args.warmup_steps,
+            "horizon_steps": args.horizon_steps}
+    if swept:
+        runs = []
+        for setting, one in zip(swept, scenarios):
+            report = _measure(one, args, sizes)
+            _print_report(console, report, f"{title}, {setting}", len(sizes))
+            runs.append({"setting": setting, **report})
+        _print_sweep(console, runs, title)
+        out = {**head, "sweep": args.sweep, "runs": runs}
+    else:
+        report = _measure(sc, args, sizes)
+        _print_report(console, report, title, len(sizes))
+        out = {**head, **report}
     if args.json:
         with open(output_path(args.json), "w") as fh:
             json.dump(out, fh, indent=2)
         print(f"wrote {args.json}")
     if args.plot:
-        plot_impact(report, output_path(args.plot), title=title)
+        if swept:
+            plot_impact_sweep([(short_setting(r["setting"]), r) for r in out["runs"]], output_path(args.plot), title=title)
+        else:
+            plot_impact(out, output_path(args.plot), title=title)
         print(f"wrote {args.plot}")
     return out

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from crashgym.cli import main
-from crashgym.compare import build_batch, compare
+from crashgym.compare import build_batch, compare, short_setting
 from crashgym.metrics import METRICS, episode_metrics
 from crashgym.rollout import run_batch
 
@@ -124,6 +124,11 @@ def test_sweep_repeats_each_rules_set_per_value_in_one_batch():
     stress = np.asarray(params.makers.withdraw_stress)[::2]  # one member per set (2 seeds each)
     np.testing.assert_allclose(stress, [2.2, 2.2, 3.8, 3.8] * 2, rtol=1e-6)
     np.testing.assert_allclose(np.asarray(params.rules.halt_move)[::2], [0] * 4 + [0.05] * 4, rtol=1e-6)
+
+
+def test_short_setting_keeps_a_decimal_value_whole():
+    assert short_setting("market.flow.market_rate_lots=7.5") == "market_rate_lots=7.5"
+    assert short_setting("market.liquidation.adl_rule=pro_rata") == "adl_rule=pro_rata"
 
 
 def test_sweep_metrics_use_each_sets_own_parameters(tmp_path: Path):

@@ -63,6 +63,8 @@ def test_buy_and_sell_metaorders_move_the_mid_their_way():
     (["--warmup-steps", "1070"], "past the episode (1080 steps)"),
     (["--scenario", "nosuch"], "unknown scenarios config 'nosuch'"),
     (["--obligations", "nosuch"], "unknown obligations config 'nosuch'"),
+    (["--sweep", "shape.n_levels=32,64"], "only market.<table>.<field> keys"),
+    (["--sweep", "market.flow.market_rate_lots=7.5,-1"], "'market.flow.market_rate_lots' must be >= 0"),
 ])
 def test_impact_cli_errors_name_the_problem(argv, message):
     with pytest.raises(SystemExit) as e:
@@ -88,3 +90,21 @@ def test_report_gives_no_slope_between_sizes_equal_after_rounding():
     local = impact_report(result, horizon_steps=30, step_seconds=10.0)["local_exponents"]
     assert [(p["from_lots"], p["to_lots"]) for p in local] == [(60.0, 120.0)]
     assert local[0]["exponent"] == pytest.approx(1.0, abs=0.02)
+
+
+def test_impact_sweep_runs_one_curve_per_value(tmp_path, capsys):
+    """`--sweep`: one curve per value, each the curve `--set` gives for that value alone."""
+    out, one, png = tmp_path / "sweep.json", tmp_path / "one.json", tmp_path / "sweep.png"
+    argv = ["impact", "--scenario", "calm", "--sizes", "60,600,3000", "--horizon-steps", "6", "--warmup-steps", "12",
+            "--seeds", "8"]
+    assert main(argv + ["--sweep", "market.flow.market_rate_lots=7.5,30", "--json", str(out), "--plot", str(png)]) == 0
+    data = json.loads(out.read_text())
+    assert data["sweep"] == "market.flow.market_rate_lots=7.5,30"
+    assert [r["setting"] for r in data["runs"]] == ["market.flow.market_rate_lots=7.5", "market.flow.market_rate_lots=30"]
+    quiet, busy = (r["rows"][-1]["impact_bps"] for r in data["runs"])
+    assert quiet != busy
+    assert main(argv + ["--set", "market.flow.market_rate_lots=30", "--json", str(one)]) == 0
+    alone = json.loads(one.read_text())
+    assert [r["impact_bps"] for r in alone["rows"]] == [r["impact_bps"] for r in data["runs"][1]["rows"]]
+    assert png.stat().st_size > 10_000
+    assert "crashgym impact sweep" in capsys.readouterr().out
