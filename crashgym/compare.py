@@ -40,11 +40,10 @@ from crashgym.metrics import episode_metrics, summarize
 from crashgym.obligations import load_obligations
 from crashgym.params import MarketParams
 from crashgym.rollout import run_batch
-from crashgym.scenarios import Scenario, load_scenario
+from crashgym.scenarios import Scenario, load_scenario, parse_sweep, short_setting
 from crashgym.types import MarketShape
 
-__all__ = ["QUALITY", "COST", "add_arguments", "build_batch", "compare", "parse_sweep", "plot_tradeoff", "run",
-           "write_csv"]
+__all__ = ["QUALITY", "COST", "add_arguments", "build_batch", "compare", "plot_tradeoff", "run", "write_csv"]
 
 # Market quality in the crash (lower is better for all but min_depth_ratio) and the makers' cost.
 QUALITY = ("max_drawdown", "min_depth_ratio", "liquidated_notional", "bad_debt", "adl_notional")
@@ -59,22 +58,6 @@ def _names(text: str | Sequence[str]) -> list[str]:
     return names
 
 
-def parse_sweep(text: str) -> tuple[str, list[str]]:
-    """`--sweep KEY=V1,V2,...` as (KEY, the `--set` assignment of each value).
-
-    KEY is a market key (`market.<table>.<field>`): the shape is static, so it cannot vary
-    inside one batch. Values are scalars; each is checked by the schema when its set is built.
-    """
-    key, sep, values = text.partition("=")
-    key = key.strip()
-    if not sep or not [v for v in values.split(",") if v.strip()]:
-        raise ConfigError(f"--sweep {text!r}: expected KEY=V1,V2,..., e.g. market.makers.withdraw_stress=2.2,3.8")
-    if not key.startswith("market."):
-        raise ConfigError(f"--sweep {text!r}: only market.<table>.<field> keys can vary inside one batch "
-                          f"(the shape is static), got {key!r}")
-    return key, [f"{key}={v.strip()}" for v in values.split(",") if v.strip()]
-
-
 def _variants(rules: Sequence[str], sweep: str | None) -> list[tuple[str, str | None]]:
     """(rules file, swept assignment or None) of every rules set, in batch order."""
     swept: list[str | None] = [None] if sweep is None else list(parse_sweep(sweep)[1])
@@ -84,12 +67,6 @@ def _variants(rules: Sequence[str], sweep: str | None) -> list[tuple[str, str | 
 def _load_variant(scenario: str, rule: str, setting: str | None, settings: Sequence[str]) -> Scenario:
     """The scenario with one rules file, the `--set` settings and the swept assignment laid over it."""
     return load_scenario(scenario, rules=[rule], settings=[*settings, *([setting] if setting else [])])
-
-
-def short_setting(setting: str) -> str:
-    """`market.makers.withdraw_stress=2.2` as `withdraw_stress=2.2` (for labels)."""
-    key, _, value = setting.partition("=")
-    return f"{key.rsplit('.', 1)[-1]}={value}"
 
 
 def _variant_label(rule: str, setting: str | None) -> str:

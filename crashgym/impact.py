@@ -30,6 +30,7 @@ import numpy as np
 
 from crashgym.market import Market, no_orders
 from crashgym.params import MarketParams
+from crashgym.scenarios import parse_sweep, short_setting
 from crashgym.types import MarketShape
 
 SIDES = {"buy": 1, "sell": -1}
@@ -303,8 +304,6 @@ def _print_report(console: Any, report: dict[str, Any], title: str, n_sizes: int
 def _print_sweep(console: Any, runs: list[dict[str, Any]], title: str) -> None:
     from rich.table import Table
 
-    from crashgym.compare import short_setting
-
     table = Table(title=f"crashgym impact sweep: {title}")
     for col in ("setting", "exponent", "90% interval", "R^2", "local exponents, smallest sizes first"):
         table.add_column(col, justify="left" if col in ("setting", "local exponents, smallest sizes first") else "right")
@@ -321,7 +320,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from rich.console import Console
 
     from crashgym.cli import load_cli_scenario, output_path
-    from crashgym.compare import parse_sweep, short_setting
     from crashgym.config import ConfigError
 
     sizes = _sizes(args.sizes)

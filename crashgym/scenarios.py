@@ -86,6 +86,30 @@ def parse_settings(settings: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def parse_sweep(text: str) -> tuple[str, list[str]]:
+    """`--sweep KEY=V1,V2,...` as (KEY, the `--set` assignment of each value).
+
+    KEY is a market key (`market.<table>.<field>`): `compare` runs every value in one batch,
+    where the shape is static. Values are scalars; each is checked by the schema when its
+    scenario is loaded.
+    """
+    key, sep, text_values = text.partition("=")
+    key = key.strip()
+    values = [v.strip() for v in text_values.split(",") if v.strip()]
+    if not sep or not values:
+        raise ConfigError(f"--sweep {text!r}: expected KEY=V1,V2,..., e.g. market.makers.withdraw_stress=2.2,3.8")
+    if not key.startswith("market."):
+        raise ConfigError(f"--sweep {text!r}: only market.<table>.<field> keys can vary inside one batch "
+                          f"(the shape is static), got {key!r}")
+    return key, [f"{key}={v}" for v in values]
+
+
+def short_setting(setting: str) -> str:
+    """`market.makers.withdraw_stress=2.2` as `withdraw_stress=2.2` (for labels)."""
+    key, _, value = setting.partition("=")
+    return f"{key.rsplit('.', 1)[-1]}={value}"
+
+
 def _encode_enums(market: dict[str, Any], source: str) -> dict[str, Any]:
     market = copy.deepcopy(market)
     for (group, key), codes in _ENUMS.items():

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from crashgym.cli import build_parser, main
-from crashgym.compare import parse_sweep
-from crashgym.scenarios import load_scenario
+from crashgym.scenarios import load_scenario, parse_sweep
 
 
 def test_run_writes_json_and_plot(tmp_path, capsys):

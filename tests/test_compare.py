@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from crashgym.cli import main
-from crashgym.compare import build_batch, compare, short_setting
+from crashgym.compare import build_batch, compare
+from crashgym.scenarios import short_setting
 from crashgym.metrics import METRICS, episode_metrics
 from crashgym.rollout import run_batch
 
