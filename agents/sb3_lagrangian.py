@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -88,14 +88,15 @@ class ProgressCallback(BaseCallback):
 
 
 def make_vec_env(env_id: str, scenario: str, obligations: str, num_envs: int, seed: int,
-                 shape: dict[str, int] | None = None):
-    """VecMonitor(SB3VecEnv(CrashGymVectorEnv(...))), seeded."""
+                 shape: dict[str, int] | None = None, settings: Sequence[str] = ()):
+    """VecMonitor(SB3VecEnv(CrashGymVectorEnv(...))), seeded; `settings` as `crashgym.make` takes them."""
     from stable_baselines3.common.vec_env import VecMonitor
 
     from crashgym.gym import CrashGymVectorEnv
     from crashgym.sb3 import SB3VecEnv
 
-    venv = CrashGymVectorEnv(env_id, num_envs=num_envs, scenario=scenario, obligations=obligations, shape=shape or None)
+    venv = CrashGymVectorEnv(env_id, num_envs=num_envs, scenario=scenario, obligations=obligations, shape=shape or None,
+                             settings=settings)
     env = VecMonitor(SB3VecEnv(venv))
     env.seed(seed)
     return env
@@ -104,7 +105,7 @@ def make_vec_env(env_id: str, scenario: str, obligations: str, num_envs: int, se
 def train_sb3(env_id: str = "MarketMaker-v0", scenario: str = "calm", obligations: str = "none", steps: int = 20_000,
               seed: int = 0, num_envs: int = 16, n_steps: int = 128, lagrangian: bool = False,
               limit: float | None = None, lagrange_lr: float = 0.5, shape: dict[str, int] | None = None,
-              on_rollout: Callable[[int, float, float], None] | None = None) -> tuple[Any, dict[str, Any]]:
+              settings: Sequence[str] = (), on_rollout: Callable[[int, float, float], None] | None = None) -> tuple[Any, dict[str, Any]]:
     """Train SB3 PPO (MlpPolicy) for `steps` env steps; with `lagrangian`, under a
     LagrangianCallback whose limit defaults to the obligation's summed per-step limit.
     Returns (model, stats) with stats: steps_per_second, seconds, mean_return, lagrange history."""
@@ -114,7 +115,7 @@ def train_sb3(env_id: str = "MarketMaker-v0", scenario: str = "calm", obligation
     from agents.ppo_lagrangian import summed_cost_limit
     from crashgym.obligations import load_obligations
 
-    env = make_vec_env(env_id, scenario, obligations, num_envs, seed, shape)
+    env = make_vec_env(env_id, scenario, obligations, num_envs, seed, shape, settings)
     batch = n_steps * num_envs
     model = PPO("MlpPolicy", env, n_steps=n_steps, batch_size=min(256, batch), n_epochs=4, seed=seed, verbose=0,
                 device="cpu")

@@ -43,10 +43,12 @@ import json
 import math
 import os
 import platform
+import shlex
 import sys
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import jax
@@ -115,6 +117,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also time the largest batch from states this many steps into the episode "
                              "(oct10: the crash, ADL running); 0 to skip (default %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no table or progress output")
+    from crashgym.cli import add_set_argument
+
+    add_set_argument(parser)
 
 
 def _complete(args: argparse.Namespace | None) -> argparse.Namespace:
@@ -383,14 +388,15 @@ def measure_core_mid_episode(market: Any, params: Any, num_envs: int, target_ste
 
 
 def measure_gym_vector(env_name: str, scenario: str, num_envs: int, *, steps: int | None, seconds: float,
-                       seed: int) -> dict[str, Any]:
+                       seed: int,
+                       settings: Sequence[str] = ()) -> dict[str, Any]:
     """Env-steps/s of gymnasium.make_vec("crashgym/<env>") with numpy actions in and numpy out."""
     import gymnasium
 
     import crashgym.gym  # noqa: F401  registers the ids (ImportError: the caller skips)
 
     env = gymnasium.make_vec(f"crashgym/{env_name}", num_envs=num_envs, vectorization_mode="vector_entry_point",
-                             scenario=scenario)
+                             scenario=scenario, settings=settings)
     try:
         rng = np.random.default_rng(seed)
         space = env.single_action_space
@@ -412,13 +418,14 @@ def measure_gym_vector(env_name: str, scenario: str, num_envs: int, *, steps: in
     return {"steps_per_second": num_envs * n / elapsed, "steps": n, "seconds": elapsed, "compile_seconds": compile_s}
 
 
-def measure_gym_single(env_name: str, scenario: str, *, steps: int | None, seconds: float, seed: int) -> dict[str, Any]:
+def measure_gym_single(env_name: str, scenario: str, *, steps: int | None, seconds: float, seed: int,
+                       settings: Sequence[str] = ()) -> dict[str, Any]:
     """Microseconds per step of gymnasium.make("crashgym/<env>") (resets on episode end included)."""
     import gymnasium
 
     import crashgym.gym  # noqa: F401
 
-    env = gymnasium.make(f"crashgym/{env_name}", scenario=scenario)
+    env = gymnasium.make(f"crashgym/{env_name}", scenario=scenario, settings=settings)
     try:
         env.action_space.seed(seed)
         actions = [env.action_space.sample() for _ in range(64)]
@@ -544,10 +551,14 @@ def run(args: argparse.Namespace | None = None) -> dict[str, Any]:
     sizes = _batch_sizes(args.num_envs) if isinstance(args.num_envs, str) else [int(n) for n in args.num_envs]
     log = functools.partial(_log, args)
 
+    from crashgym.config import ConfigError
     from crashgym.market import Market
     from crashgym.scenarios import load_scenario
 
-    scenario = load_scenario(args.scenario)
+    try:
+        scenario = load_scenario(args.scenario, settings=args.settings)
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
     market = Market(scenario.shape)
     params = scenario.params
     payload: dict[str, Any] = {
@@ -557,6 +568,7 @@ def run(args: argparse.Namespace | None = None) -> dict[str, Any]:
         "env": args.env,
         "scenario": args.scenario,
         "shape": {k: getattr(scenario.shape, k) for k in scenario.shape.__dataclass_fields__},
+        **({"settings": list(args.settings)} if args.settings else {}),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
                     "jax": jax.__version__},
@@ -637,7 +649,8 @@ def _gym_rows(args: argparse.Namespace, sizes: list[int], payload: dict[str, Any
     for n in sizes:
         log(f"gymnasium vector crashgym/{args.env} num_envs={n} (compiles its own step)")
         try:
-            row = measure_gym_vector(args.env, args.scenario, n, steps=args.steps, seconds=args.seconds, seed=args.seed)
+            row = measure_gym_vector(args.env, args.scenario, n, steps=args.steps, seconds=args.seconds, seed=args.seed,
+                                     settings=args.settings)
         except Exception as e:  # the vector env is someone else's moving target: report, don't crash
             payload["notes"].append(f"Gymnasium vector env skipped: {type(e).__name__}: {str(e)[:200]}")
             break
@@ -645,7 +658,8 @@ def _gym_rows(args: argparse.Namespace, sizes: list[int], payload: dict[str, Any
                                    "num_envs": n, **row})
     log(f"gymnasium single crashgym/{args.env} latency")
     try:
-        row = measure_gym_single(args.env, args.scenario, steps=args.steps, seconds=args.seconds, seed=args.seed)
+        row = measure_gym_single(args.env, args.scenario, steps=args.steps, seconds=args.seconds, seed=args.seed,
+                                 settings=args.settings)
     except Exception as e:
         payload["notes"].append(f"Gymnasium single env skipped: {type(e).__name__}: {str(e)[:200]}")
         return
@@ -662,6 +676,7 @@ def _argv_of(args: argparse.Namespace) -> list[str]:
     out += [] if args.gym else ["--no-gym"]
     out += [] if args.compile_time else ["--no-compile-time"]
     out += [f"--mid-episode-step {args.mid_episode_step}"] if args.mid_episode_step != 480 else []
+    out += [f"--set {shlex.quote(s)}" for s in args.settings]
     return out
 
 

@@ -8,13 +8,13 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from crashgym.envs import ENVS, CrashEnv, EnvParams
 from crashgym.envs.common import REWARD_SCALE
 from crashgym.obligations import ObligationParams, load_obligations
-from crashgym.scenarios import Scenario, load_scenario
+from crashgym.scenarios import Scenario, load_scenario, parse_settings
 from crashgym.types import MarketShape
 
 __all__ = ["make", "env_ids"]
@@ -34,7 +34,7 @@ def _env_class(env_id: str) -> type[CrashEnv]:
 def make(env_id: str, scenario: str | Scenario = "calm", obligations: str | ObligationParams = "none",
          rules: str | list[str] | tuple[str, ...] | None = None, max_episode_steps: int | None = None,
          shape: MarketShape | Mapping[str, int] | None = None, market: Mapping[str, Any] | None = None,
-         reward_scale: float = REWARD_SCALE) -> tuple[CrashEnv, EnvParams]:
+         reward_scale: float = REWARD_SCALE, settings: Sequence[str] = ()) -> tuple[CrashEnv, EnvParams]:
     """Build a functional env and its params.
 
     env_id: "MarketMaker-v0" or "LeveragedTrader-v0" (a "crashgym/" prefix is accepted).
@@ -47,6 +47,9 @@ def make(env_id: str, scenario: str | Scenario = "calm", obligations: str | Obli
     market: overrides of the market parameters, nested like the scenario's [market]
         table (e.g. ``{"agent": {"inventory_penalty": 0.1}}``).
     reward_scale: reward = reward_scale * equity change / capital (default 100).
+    settings: ``KEY=VALUE`` strings as the commands' ``--set`` takes them
+        (``["market.flow.cancel_rate=0.01", "shape.n_levels=128"]``), laid over the scenario,
+        its rules and ``market=`` last; ``shape=`` is applied after them.
 
     An env may change some of the agent's defaults (``DEFAULT_AGENT``): LeveragedTrader-v0
     trades with 10,000 USD of capital (a trader, not a whale that sweeps the book each
@@ -54,11 +57,11 @@ def make(env_id: str, scenario: str | Scenario = "calm", obligations: str | Obli
     """
     cls = _env_class(env_id)
     if isinstance(scenario, Scenario):
-        if rules or market:
-            raise ValueError("rules= and market= need a scenario name or path, not a loaded Scenario")
+        if rules or market or settings:
+            raise ValueError("rules=, market= and settings= need a scenario name or path, not a loaded Scenario")
         sc = scenario
     else:
-        sc = load_scenario(scenario, rules=rules, overrides=market)
+        sc = load_scenario(scenario, rules=rules, overrides=market, settings=settings)
     sh = sc.shape
     if isinstance(shape, MarketShape):
         sh = shape
@@ -68,7 +71,8 @@ def make(env_id: str, scenario: str | Scenario = "calm", obligations: str | Obli
         if bad:
             raise ValueError(f"unknown shape field {bad[0]!r}; known: {', '.join(sorted(known))}")
         sh = dataclasses.replace(sh, **dict(shape))
-    user_agent = dict((market or {}).get("agent", {}))
+    # The env's agent defaults yield to any agent key the caller set, by market= or settings=.
+    user_agent = {**(market or {}).get("agent", {}), **parse_settings(settings).get("market", {}).get("agent", {})}
     defaults = {k: v for k, v in cls.DEFAULT_AGENT.items() if k not in user_agent}
     if defaults:
         sc = dataclasses.replace(sc, params=sc.params.replace(agent=sc.params.agent.replace(**defaults)))

@@ -68,7 +68,7 @@ def parse_settings(settings: Sequence[str]) -> dict[str, Any]:
     key and the value when the scenario is built.
     """
     out: dict[str, Any] = {}
-    for text in settings:
+    for text in (settings,) if isinstance(settings, str) else settings:
         key, sep, value = text.partition("=")
         path = key.strip().split(".")
         if not sep or not value.strip():

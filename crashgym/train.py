@@ -46,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None, help="checkpoint path (default out/<env>-<scenario>-<algo>.npz)")
     p.add_argument("--logdir", default=None, help="learning curves (CSV + TensorBoard; default <checkpoint>.logs)")
     p.add_argument("--json", default=None)
+    from crashgym.cli import add_set_argument
+
+    add_set_argument(p)
 
 
 def _shape_overrides(args: argparse.Namespace) -> dict[str, int]:
@@ -86,6 +89,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from crashgym.cli import output_path
     from crashgym.config import ConfigError
     from crashgym.obligations import COMPONENTS, load_obligations
+    from crashgym.scenarios import parse_settings
 
     if args.steps < 1:
         raise SystemExit("error: --steps must be >= 1")
@@ -96,9 +100,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     except ImportError as e:
         raise SystemExit(f"crashgym train: the agents package is not importable ({e})") from None
     shape = _shape_overrides(args)
+    settings = getattr(args, "settings", None) or []
     try:
         ob = load_obligations(args.obligations)
-        env, env_params = crashgym.make(args.env, scenario=args.scenario, obligations=ob, shape=shape or None)
+        env, env_params = crashgym.make(args.env, scenario=args.scenario, obligations=ob, shape=shape or None,
+                                        settings=settings)
+        market = parse_settings(settings).get("market", {})  # the checkpoint rebuilds its env with these
     except (ConfigError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     scenario = os.path.basename(args.scenario).removesuffix(".toml")
@@ -151,7 +158,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             model, stats = sb3_lagrangian.train_sb3(
                 args.env, args.scenario, args.obligations, args.steps, args.seed, num_envs, args.num_steps or 128,
-                lagrangian=lagrangian, lagrange_lr=args.lagrange_lr, shape=shape or None, on_rollout=on_rollout)
+                lagrangian=lagrangian, lagrange_lr=args.lagrange_lr, shape=shape or None, settings=settings,
+                on_rollout=on_rollout)
             params = sb3_lagrangian.sb3_to_checkpoint_params(model)
             norm = sb3_lagrangian.identity_normalizer(env.observation_space(env_params).shape[0])
             steps_done, sps = stats["steps"], stats["steps_per_second"]
@@ -162,13 +170,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         bar.update(task, completed=bar.tasks[0].total)
 
     meta = ckpt_mod.metadata_for(args.env, scenario, obligations, ob, args.algo, env.shape, env_params, env,
-                                 seed=args.seed, env_steps=int(steps_done), config=cfg)
+                                 market=market, seed=args.seed, env_steps=int(steps_done), config=cfg)
     path = ckpt_mod.save(path, params, norm, meta)
     result_json = {"env": args.env, "scenario": scenario, "algo": args.algo, "steps": int(steps_done),
                    "steps_per_second": float(sps), "checkpoint": path, "obligations": obligations,
                    "seeds": args.seeds if args.algo != "sb3-ppo" else 1,
                    "logdir": logdir if args.algo != "sb3-ppo" else None,
                    **extra}
+    if settings:  # only then, as for `crashgym run`
+        result_json["settings"] = settings
     print(f"trained {args.algo} on {args.env}/{scenario} ({obligations}): {steps_done} steps per seed, "
           f"{sps:,.0f} env-steps/s; checkpoint {path}")
     if args.json:

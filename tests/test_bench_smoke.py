@@ -128,3 +128,16 @@ def test_cli_options() -> None:
         parser.parse_args(["--num-envs", "1,x"])
     with pytest.raises(SystemExit):
         parser.parse_args(["--num-envs", "0"])
+
+
+def test_settings_are_laid_over_the_scenario_and_recorded() -> None:
+    settings = ["shape.n_levels=32", "shape.n_accounts=64", "market.flow.cancel_rate=0.02"]
+    payload = bench.run(argparse.Namespace(**dict(TINY, num_envs="2", steps=2), scenario="calm", json=None,
+                                           compile_time=False, mid_episode_step=0, settings=settings))
+    assert payload["shape"]["n_levels"] == 32 and payload["shape"]["n_accounts"] == 64
+    assert payload["settings"] == settings
+    assert "--set shape.n_levels=32 --set shape.n_accounts=64" in payload["command"]
+    (row,) = payload["results"]
+    assert row["checksum"]["finite"] and row["num_envs"] == 2
+    with pytest.raises(SystemExit, match="market.flow.no_such_key"):
+        bench.run(argparse.Namespace(**TINY, settings=["market.flow.no_such_key=1"]))

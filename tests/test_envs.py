@@ -12,6 +12,7 @@ from crashgym import book
 from crashgym.envs import EnvParams, LeveragedTrader, MarketMaker
 from crashgym.envs.common import book_totals, equity, exit_equity
 from crashgym.obligations import COMPONENTS, load_obligations
+from crashgym.scenarios import load_scenario
 
 SMALL = {"n_accounts": 128, "episode_steps": 12}
 MARKET_KEYS = ("mark_price", "index_price", "best_bid", "best_ask", "depth_2pct", "open_interest_long",
@@ -54,6 +55,39 @@ def test_make_returns_env_and_params():
     assert isinstance(env2, LeveragedTrader) and env2.action_space(params2).shape == (1,)
     assert params2.max_steps == env2.shape.episode_steps
 
+
+
+def test_make_lays_settings_over_the_scenario():
+    """`settings=` takes the commands' --set strings, laid last; shape= still wins for its fields."""
+    env, params = crashgym.make("MarketMaker-v0", scenario="calm", settings=[
+        "market.flow.cancel_rate=0.02", "shape.n_levels=32", "market.liquidation.adl_rule=pro_rata"],
+        market={"flow": {"cancel_rate": 0.5}}, shape={"n_accounts": 128})
+    base_env, base = crashgym.make("MarketMaker-v0", scenario="calm")
+    assert float(params.market.flow.cancel_rate) == pytest.approx(0.02) != float(base.market.flow.cancel_rate)
+    assert int(params.market.liquidation.adl_rule) != int(base.market.liquidation.adl_rule)
+    assert (env.shape.n_levels, env.shape.n_accounts) == (32, 128)
+    assert (base_env.shape.n_levels, base_env.shape.n_accounts) == (64, 1024)
+    # One string is one setting, not a sequence of characters.
+    _, one = crashgym.make("MarketMaker-v0", scenario="calm", settings="market.flow.cancel_rate=0.02")
+    assert float(one.market.flow.cancel_rate) == pytest.approx(0.02)
+
+
+def test_make_settings_beat_the_envs_agent_defaults():
+    """LeveragedTrader-v0 trades 10,000 USD by default; an agent key set by --set wins, as by market=."""
+    _, default = crashgym.make("LeveragedTrader-v0", scenario="calm")
+    _, by_setting = crashgym.make("LeveragedTrader-v0", scenario="calm", settings=["market.agent.capital=2500"])
+    _, by_market = crashgym.make("LeveragedTrader-v0", scenario="calm", market={"agent": {"capital": 2500.0}})
+    assert float(default.market.agent.capital) == 10_000.0
+    assert float(by_setting.market.agent.capital) == float(by_market.market.agent.capital) == 2500.0
+
+
+def test_make_bad_settings_are_named():
+    with pytest.raises(ValueError, match="market.flow.no_such_key"):
+        crashgym.make("MarketMaker-v0", settings=["market.flow.no_such_key=1"])
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        crashgym.make("MarketMaker-v0", settings=["market.flow.cancel_rate"])
+    with pytest.raises(ValueError, match="settings= need a scenario name"):
+        crashgym.make("MarketMaker-v0", scenario=load_scenario("calm"), settings=["shape.n_levels=32"])
 
 def test_market_maker_action_mapping(mm):
     env, params, reset, _ = mm

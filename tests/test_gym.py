@@ -51,6 +51,12 @@ def test_registered_ids_make_and_make_vec():
     venv2 = gymnasium.make_vec("crashgym/MarketMaker-v0", num_envs=N, vectorization_mode="vector_entry_point",
                                scenario="calm", shape=SMALL, max_episode_steps=5)
     assert int(venv2.params.max_steps) == 5
+    # --set style settings pass through both constructors to crashgym.make.
+    env3 = gymnasium.make("crashgym/MarketMaker-v0", scenario="calm", shape=SMALL, settings=["shape.n_levels=32"])
+    venv3 = gymnasium.make_vec("crashgym/MarketMaker-v0", num_envs=N, scenario="calm", shape=SMALL,
+                               settings=["market.flow.cancel_rate=0.02"])
+    assert env3.unwrapped.env.shape.n_levels == 32 and env.unwrapped.env.shape.n_levels == 64
+    assert float(venv3.params.market.flow.cancel_rate) == pytest.approx(0.02)
 
 
 def test_single_env_bad_actions(mm_env):

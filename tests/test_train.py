@@ -118,8 +118,16 @@ def test_not_a_checkpoint_is_named(tmp_path):
 
 def test_cli_train_then_run(lag_result, tmp_path):  # after the fixture: its compile is reused
     ckpt, out, run_json = tmp_path / "mm.npz", tmp_path / "train.json", tmp_path / "run.json"
-    assert main(CLI_TRAIN + ["--checkpoint", str(ckpt), "--json", str(out)]) == 0
+    # calm's own long bias, so the fixture's compile is reused; what is checked is that the
+    # setting is recorded and travels with the checkpoint (crashgym.make's tests check that it acts).
+    setting = "market.accounts.long_bias=0.55"
+    assert main(CLI_TRAIN + ["--checkpoint", str(ckpt), "--json", str(out), "--set", setting]) == 0
     data = json.loads(out.read_text())
+    assert data["settings"] == [setting]
+    trained = checkpoint.load(str(ckpt))
+    assert trained.metadata["market"] == {"accounts": {"long_bias": 0.55}}
+    _, on_oct10 = checkpoint.env_and_params(trained, scenario="oct10")  # oct10's own bias is 0.87
+    assert float(on_oct10.market.accounts.long_bias) == pytest.approx(0.55)
     assert {"env", "scenario", "algo", "steps", "steps_per_second", "checkpoint"} <= set(data)
     assert data["algo"] == "ppo-lag" and data["steps"] == 256 and data["steps_per_second"] > 0
     assert data["checkpoint"] == str(ckpt) and ckpt.exists()
@@ -137,6 +145,10 @@ def test_cli_train_rejects_bad_input(tmp_path):
         main(["train", "--obligations", "nosuch", "--steps", "10", "--checkpoint", str(tmp_path / "x")])
     with pytest.raises(SystemExit, match="--steps must be >= 1"):
         main(["train", "--steps", "0"])
+    with pytest.raises(SystemExit, match="market.flow.cancel_rate"):  # the schema's check, reached through train
+        main(["train", "--set", "market.flow.cancel_rate=-1", "--steps", "10", "--checkpoint", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="shape.n_levelz"):
+        main(["train", "--set", "shape.n_levelz=32", "--steps", "10", "--checkpoint", str(tmp_path / "x")])
 
 
 def test_training_sharded_over_two_devices_matches_one(mifid_env, tmp_path):
