@@ -12,13 +12,12 @@ Layout (all arrays stored as they are, float32, so save -> load is bit-exact):
   ``reward_scale``, ``max_steps``, ``obs_names``, ``action_names``, ``seed``,
   ``env_steps``, ``config``.
 
-``load_policy(path)`` gives what ``crashgym run --agent PATH`` needs: a policy
-``(MarketState, MarketParams) -> AgentOrders`` of one market. The run's scenario supplies
-the market parameters; the env's other parameters (obligation, reward scale, episode
-length) come from the checkpoint's metadata. A market policy sees only the market state,
-so the parts of the env's observation that live in the env's own bookkeeping are
-approximated there (see :func:`env_state_from_market`); :func:`env_and_policy` rebuilds
-the training env itself for an exact evaluation (agents/evaluate.py).
+``load_policy(path)`` gives what ``crashgym run --agent PATH`` needs: a
+``crashgym.rollout.StatefulPolicy`` of one market that carries the env's bookkeeping (so its
+observations are the env's own). The run's scenario supplies the market parameters; the
+env's other parameters (obligation, reward scale, episode length) come from the
+checkpoint's metadata. :func:`env_and_policy` rebuilds the training env itself
+(agents/evaluate.py).
 """
 
 from __future__ import annotations
@@ -32,9 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from crashgym.envs import ENVS
-from crashgym.envs.common import N_RETURNS, EnvParams, EnvState, equity, open_interest
-from crashgym.obligations import ObligationParams, ObligationState
+from crashgym.envs.common import EnvParams, EnvState
+from crashgym.obligations import ObligationParams
 from crashgym.params import MarketParams
+from crashgym.rollout import StatefulPolicy
 from crashgym.state import AgentOrders, MarketState
 from crashgym.types import MarketShape
 
@@ -152,26 +152,13 @@ def act_fn(ckpt: Checkpoint):
     return lambda obs: act_deterministic(params, norm, obs)
 
 
-def env_state_from_market(ms: MarketState, params: EnvParams) -> EnvState:
-    """An EnvState around a bare MarketState (for ``crashgym run``, which steps the market
-    without the env's bookkeeping). Approximate where the env keeps history the market
-    does not: the last returns and the last step's liquidation / ADL notionals read 0,
-    open interest at reset is taken as today's (the feature reads 1), and the obligation
-    window follows the step counter with a full presence so far."""
-    window = jnp.maximum(jnp.asarray(params.obligations.window_steps, jnp.int32), 1)
-    k = (ms.step % window).astype(jnp.int32)
-    long_, short = open_interest(ms)
-    z = jnp.float32(0.0)
-    return EnvState(
-        market=ms, time=ms.step.astype(jnp.int32), prev_equity=equity(ms), returns=jnp.zeros(N_RETURNS, jnp.float32),
-        oi0=long_ + short, liq_notional=z, adl_notional=z, adl_lots=jnp.int32(0),
-        ob=ObligationState(steps_in_window=k, compliant_in_window=k, exempt_in_window=jnp.int32(0)),
-        presence=jnp.float32(1.0), window_left=((window - k) / window).astype(jnp.float32))
-
-
-def load_policy(path: str):
-    """A ``(MarketState, MarketParams) -> AgentOrders`` policy of one market from a
-    checkpoint, for crashgym.rollout.run_batch / ``crashgym run --agent PATH``."""
+def load_policy(path: str) -> StatefulPolicy:
+    """The checkpoint's policy of one market for crashgym.rollout.run_batch / ``crashgym run
+    --agent PATH``: a StatefulPolicy whose memory is the env's own bookkeeping (recent
+    returns, last step's liquidations and ADL, open interest at reset, the obligation
+    window), updated after every market step exactly as the env's ``step`` does, so the
+    network sees the observations it was trained on. The run's scenario and shape supply
+    the market; the obligation, reward scale and episode length come from the metadata."""
     ckpt = load(path)
     meta = ckpt.metadata
     cls = ENVS[meta["env"]]
@@ -179,16 +166,30 @@ def load_policy(path: str):
     act = act_fn(ckpt)
     trained = MarketShape(**meta["shape"])
 
-    def policy(ms: MarketState, mp: MarketParams) -> AgentOrders:
+    def env_of(ms: MarketState, mp: MarketParams):
         # The env object only holds the shape; the ladder size comes from the run's state.
         n_levels = ms.book.bid_depth.shape[-1] // 2
         n_accounts = ms.accounts.side.shape[-1]
         shape = dataclasses.replace(trained, n_levels=n_levels, n_accounts=n_accounts,
                                     turnover_slots=min(trained.turnover_slots, n_accounts))
-        env = cls(shape)
-        params = EnvParams(market=mp, obligations=ob, max_steps=meta["max_steps"], reward_scale=meta["reward_scale"])
-        state = env_state_from_market(ms, params)
+        return cls(shape), EnvParams(market=mp, obligations=ob, max_steps=meta["max_steps"],
+                                     reward_scale=meta["reward_scale"])
+
+    # The memory is an EnvState without its market (the run carries the market itself).
+    def init(ms: MarketState, mp: MarketParams) -> EnvState:
+        env, params = env_of(ms, mp)
+        return env.initial_state(ms, params).replace(market=None)
+
+    def act_on(memory: EnvState, ms: MarketState, mp: MarketParams) -> AgentOrders:
+        env, params = env_of(ms, mp)
+        state = memory.replace(market=ms)
         return env.orders(state, act(env.observe(state, params)), params)
 
-    policy.metadata = meta  # type: ignore[attr-defined]
+    def update(memory: EnvState, ms: MarketState, orders: AgentOrders, new_ms: MarketState, info: dict,
+               mp: MarketParams) -> EnvState:
+        env, params = env_of(ms, mp)
+        _, state, *_ = env.finish_step(memory.replace(market=ms), orders, new_ms, info, params)
+        return state.replace(market=None)
+
+    policy = StatefulPolicy(init=init, act=act_on, update=update)
     return policy

@@ -2,13 +2,16 @@
 
 The episode is advanced in jitted chunks of `chunk` steps (one compile), so a caller can
 show progress between chunks. A policy maps (state, params) of ONE market to the
-agent's orders; it is vmapped over the batch.
+agent's orders; it is vmapped over the batch. A policy that needs its own history (a
+trained agent's observation: recent returns, the obligation window) is a
+:class:`StatefulPolicy`, whose memory is carried beside the market through the episode.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +30,28 @@ def idle_policy(state: MarketState, params: MarketParams) -> AgentOrders:
     return no_orders()
 
 
+class StatefulPolicy(NamedTuple):
+    """A policy with a memory of its own, all pure functions of ONE market (vmapped):
+
+    - ``init(state, params) -> memory`` at reset;
+    - ``act(memory, state, params) -> AgentOrders`` before each step;
+    - ``update(memory, state, orders, new_state, step_info, params) -> memory`` after it
+      (``step_info``: the market step's info dict).
+    """
+
+    init: Callable[[MarketState, MarketParams], Any]
+    act: Callable[[Any, MarketState, MarketParams], AgentOrders]
+    update: Callable[[Any, MarketState, AgentOrders, MarketState, dict, MarketParams], Any]
+
+
+def stateful(policy: Policy | StatefulPolicy) -> StatefulPolicy:
+    """A plain policy as a StatefulPolicy with no memory (a stateful one as it is)."""
+    if isinstance(policy, StatefulPolicy):
+        return policy
+    return StatefulPolicy(init=lambda state, params: (), act=lambda memory, state, params: policy(state, params),
+                          update=lambda memory, state, orders, new_state, info, params: ())
+
+
 def member_keys(seed: int, seed_ids: np.ndarray) -> jax.Array:
     """One PRNG key per batch member: fold_in(key(seed), seed_id). A member's whole episode
     depends only on (seed, its seed_id, its params), never on the batch around it, so a member
@@ -35,7 +60,8 @@ def member_keys(seed: int, seed_ids: np.ndarray) -> jax.Array:
     return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(seed_ids, jnp.uint32))
 
 
-def run_batch(shape: MarketShape, params: MarketParams, seeds: int, *, policy: Policy = idle_policy, seed: int = 0,
+def run_batch(shape: MarketShape, params: MarketParams, seeds: int, *, policy: Policy | StatefulPolicy = idle_policy,
+              seed: int = 0,
               chunk: int = 60, on_chunk: Callable[[int, int], None] | None = None, params_axis: int | None = None,
               seed_ids: np.ndarray | None = None, shard: bool = True) -> tuple[dict[str, np.ndarray], float]:
     """Returns (info as {name: array (steps, seeds)}, seconds per step of the whole batch).
@@ -66,22 +92,27 @@ def run_batch(shape: MarketShape, params: MarketParams, seeds: int, *, policy: P
     init = jax.jit(jax.vmap(market.init, in_axes=(0, params_axis)))
     state = sharding_mod.shard(init(keys[:, 0], params), sharding)
     step_keys = keys[:, 1]
-    act = jax.vmap(policy, in_axes=(0, params_axis))
+    agent = stateful(policy)
+    memory = jax.jit(jax.vmap(agent.init, in_axes=(0, params_axis)))(state, params)
+    act = jax.vmap(agent.act, in_axes=(0, 0, params_axis))
+    update = jax.vmap(agent.update, in_axes=(0, 0, 0, 0, 0, params_axis))
 
     @jax.jit
-    def advance(state, step_keys, params):  # params traced, never baked in as constants
-        def body(s, _):
+    def advance(carry, step_keys, params):  # params traced, never baked in as constants
+        def body(carry, _):
+            s, m = carry
             k = jax.vmap(jax.random.fold_in)(step_keys, s.step)  # per member, per step
-            s, info = market.step_batch(sharding_mod.constrain(k, sharding), s, act(s, params), params, params_axis)
-            return sharding_mod.constrain(s, sharding), info
-        return jax.lax.scan(body, state, None, length=chunk)
+            orders = act(m, s, params)
+            new, info = market.step_batch(sharding_mod.constrain(k, sharding), s, orders, params, params_axis)
+            return (sharding_mod.constrain(new, sharding), update(m, s, orders, new, info, params)), info
+        return jax.lax.scan(body, carry, None, length=chunk)
 
     pieces = []
     done = 0
     elapsed = 0.0
     while done < steps:
         t0 = time.perf_counter()
-        state, info = advance(state, step_keys, params)
+        (state, memory), info = advance((state, memory), step_keys, params)
         info = jax.device_get(info)
         if done > 0:  # the first chunk includes compilation
             elapsed += time.perf_counter() - t0

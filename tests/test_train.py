@@ -185,3 +185,39 @@ def test_training_sharded_over_two_devices_matches_one(mifid_env, tmp_path):
     leaves = jax.tree_util.tree_leaves(one.runner["params"])
     for i, leaf in enumerate(leaves):
         np.testing.assert_allclose(sharded[f"arr_{i}"], np.asarray(leaf), rtol=1e-3, atol=1e-4)
+
+
+def test_run_policy_sees_the_envs_own_observations(lag_result, mifid_env, tmp_path):
+    """`crashgym run --agent CKPT` (rollout.run_batch with checkpoint.load_policy) steps the
+    market exactly as the env does with the same network: same keys, same orders, same market."""
+    from crashgym.rollout import StatefulPolicy, member_keys, run_batch
+
+    res, _ = lag_result
+    env, params = mifid_env
+    p, norm = ppo.seed_slice(res.runner, 0)
+    meta = checkpoint.metadata_for("MarketMaker-v0", "calm", "mifid", params.obligations, "ppo-lag", env.shape, params,
+                                   env)
+    path = checkpoint.save(str(tmp_path / "agent"), p, norm, meta)
+    policy = checkpoint.load_policy(path)
+    seeds, steps = 3, int(env.shape.episode_steps)
+    ran, _ = run_batch(env.shape, params.market, seeds, policy=policy, seed=5, chunk=steps, shard=False)
+
+    act = checkpoint.act_fn(checkpoint.load(path))
+    keys = jax.vmap(jax.random.split)(member_keys(5, np.arange(seeds)))
+    markets = jax.vmap(env.market.init, in_axes=(0, None))(keys[:, 0], params.market)
+    state = jax.vmap(env.initial_state, in_axes=(0, None))(markets, params)
+    stepped = []
+    for _ in range(steps):
+        k = jax.vmap(jax.random.fold_in)(keys[:, 1], state.market.step)
+        action = act(jax.vmap(env.observe, in_axes=(0, None))(state, params))
+        _, state, _, _, _, info = env.step_batch(k, state, action, params)
+        stepped.append(jax.device_get(info["market"]))
+    assert set(ran) == set(stepped[0])
+    for name in ran:
+        np.testing.assert_allclose(ran[name], np.stack([s[name] for s in stepped]), rtol=1e-5, atol=1e-6, err_msg=name)
+
+    # The memory matters: frozen at reset (the returns, presence and last-step features never
+    # move), the same network trades differently.
+    frozen = StatefulPolicy(policy.init, policy.act, lambda memory, *_: memory)
+    stale, _ = run_batch(env.shape, params.market, seeds, policy=frozen, seed=5, chunk=steps, shard=False)
+    assert any(not np.allclose(stale[n], ran[n]) for n in ran)

@@ -289,15 +289,19 @@ class CrashEnv:
     # Reset / step.
     def reset(self, key: Array, params: EnvParams | None = None) -> tuple[Array, EnvState]:
         params = self.default_params if params is None else params
-        ms = strong(self.market.init(key, params.market))
+        state = self.initial_state(self.market.init(key, params.market), params)
+        return self.observe(state, params), state
+
+    def initial_state(self, ms: MarketState, params: EnvParams) -> EnvState:
+        """The env's state at reset around a freshly initialised market ``ms``."""
+        ms = strong(ms)
         long_, short = open_interest(ms)
         z = jnp.float32(0.0)
-        state = EnvState(
+        return EnvState(
             market=ms, time=jnp.int32(0), prev_equity=self.reward_equity(ms, params), returns=jnp.zeros(N_RETURNS, jnp.float32),
             oi0=long_ + short, liq_notional=z, adl_notional=z, adl_lots=jnp.int32(0),
             ob=init_obligation_state(), presence=jnp.float32(1.0), window_left=jnp.float32(1.0),
         )
-        return self.observe(state, params), state
 
     def step(self, key: Array, state: EnvState, action: Array, params: EnvParams | None = None):
         """One step (no autoreset). Returns (obs, state, reward, terminated, truncated, info)."""
@@ -305,7 +309,7 @@ class CrashEnv:
         action = jnp.clip(f32(action), -1.0, 1.0)
         orders = self.orders(state, action, params)
         new_market, minfo = self.market.step(key, state.market, orders, params.market)
-        return self._finish(state, orders, new_market, minfo, params)
+        return self.finish_step(state, orders, new_market, minfo, params)
 
     def step_batch(self, keys: Array, state: EnvState, action: Array, params: EnvParams | None = None,
                    params_axis: int | None = None):
@@ -315,10 +319,13 @@ class CrashEnv:
         action = jnp.clip(f32(action), -1.0, 1.0)
         orders = jax.vmap(self.orders, in_axes=(0, 0, params_axis))(state, action, params)
         new_market, minfo = self.market.step_batch(keys, state.market, orders, params.market, params_axis=params_axis)
-        return jax.vmap(self._finish, in_axes=(0, 0, 0, 0, params_axis))(state, orders, new_market, minfo, params)
+        return jax.vmap(self.finish_step, in_axes=(0, 0, 0, 0, params_axis))(state, orders, new_market, minfo, params)
 
-    def _finish(self, state: EnvState, orders: AgentOrders, new_market: MarketState, minfo: dict[str, Array],
-                params: EnvParams):
+    def finish_step(self, state: EnvState, orders: AgentOrders, new_market: MarketState, minfo: dict[str, Array],
+                    params: EnvParams):
+        """The env's side of a step, after the market stepped from ``state.market`` to
+        ``new_market`` with the agent's ``orders`` (``minfo``: the market's step info): reward,
+        costs, bookkeeping. Returns (obs, state, reward, terminated, truncated, info)."""
         ag = new_market.agent
         eq = equity(new_market)
         reward_eq = self.reward_equity(new_market, params)
