@@ -30,12 +30,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from agents.in_market import env_policy_in_market
 from crashgym.envs import ENVS
-from crashgym.envs.common import EnvParams, EnvState
+from crashgym.envs.common import EnvParams
 from crashgym.obligations import ObligationParams
 from crashgym.params import MarketParams
 from crashgym.rollout import StatefulPolicy
-from crashgym.state import AgentOrders, MarketState
 from crashgym.types import MarketShape
 
 FORMAT = "crashgym-checkpoint"
@@ -164,32 +164,9 @@ def load_policy(path: str) -> StatefulPolicy:
     cls = ENVS[meta["env"]]
     ob = obligation_params(meta)
     act = act_fn(ckpt)
-    trained = MarketShape(**meta["shape"])
 
-    def env_of(ms: MarketState, mp: MarketParams):
-        # The env object only holds the shape; the ladder size comes from the run's state.
-        n_levels = ms.book.bid_depth.shape[-1] // 2
-        n_accounts = ms.accounts.side.shape[-1]
-        shape = dataclasses.replace(trained, n_levels=n_levels, n_accounts=n_accounts,
-                                    turnover_slots=min(trained.turnover_slots, n_accounts))
-        return cls(shape), EnvParams(market=mp, obligations=ob, max_steps=meta["max_steps"],
-                                     reward_scale=meta["reward_scale"])
+    def env_params(mp: MarketParams) -> EnvParams:
+        return EnvParams(market=mp, obligations=ob, max_steps=meta["max_steps"], reward_scale=meta["reward_scale"])
 
-    # The memory is an EnvState without its market (the run carries the market itself).
-    def init(ms: MarketState, mp: MarketParams) -> EnvState:
-        env, params = env_of(ms, mp)
-        return env.initial_state(ms, params).replace(market=None)
-
-    def act_on(memory: EnvState, ms: MarketState, mp: MarketParams) -> AgentOrders:
-        env, params = env_of(ms, mp)
-        state = memory.replace(market=ms)
-        return env.orders(state, act(env.observe(state, params)), params)
-
-    def update(memory: EnvState, ms: MarketState, orders: AgentOrders, new_ms: MarketState, info: dict,
-               mp: MarketParams) -> EnvState:
-        env, params = env_of(ms, mp)
-        _, state, *_ = env.finish_step(memory.replace(market=ms), orders, new_ms, info, params)
-        return state.replace(market=None)
-
-    policy = StatefulPolicy(init=init, act=act_on, update=update)
-    return policy
+    return env_policy_in_market(cls, env_params, lambda env, state, params: act(env.observe(state, params)),
+                                MarketShape(**meta["shape"]))

@@ -3,7 +3,9 @@
 Two forms of every heuristic:
 
 * a **market policy** ``(MarketState, MarketParams) -> AgentOrders`` of ONE market, what
-  ``crashgym run --agent NAME`` and :func:`crashgym.rollout.run_batch` vmap over a batch;
+  ``crashgym run --agent NAME`` and :func:`crashgym.rollout.run_batch` vmap over a batch
+  (``obliged`` is a :class:`crashgym.rollout.StatefulPolicy`: it carries the env's
+  presence counters, see :func:`obliged`);
 * an **env policy** ``(EnvState, EnvParams) -> action`` for the functional envs
   (``crashgym.make``), built by :func:`env_policy`, so that heuristics and learned
   agents are evaluated through exactly the same env (reward, costs, presence).
@@ -25,6 +27,7 @@ import jax.numpy as jnp
 
 from crashgym.obligations import ObligationParams, load_obligations
 from crashgym.params import MarketParams
+from crashgym.rollout import StatefulPolicy
 from crashgym.state import AgentOrders, MarketState
 
 Array = jax.Array
@@ -85,15 +88,6 @@ def withdraw_on_vol(state: MarketState, params: MarketParams, vol_multiple: floa
     return _quote(state, params, half, size)
 
 
-def quote_due(position_in_window: Array, presence_target: Array, margin: float = 0.0) -> Array:
-    """Whether a maker that spreads its duty evenly over the window must quote at step k
-    (0-based) of the window: quote iff ceil((k + 1) * p) > ceil(k * p), p = target +
-    margin, so after every step the quoted fraction is >= p (and never more than needed)."""
-    p = jnp.clip(jnp.asarray(presence_target, jnp.float32) + margin, 0.0, 1.0)
-    k = jnp.asarray(position_in_window, jnp.float32)
-    return jnp.ceil((k + 1.0) * p - 1e-4) > jnp.ceil(k * p - 1e-4)
-
-
 def obliged_quote(state: MarketState, params: MarketParams, obligation: ObligationParams, due: Array) -> AgentOrders:
     """The cheapest quote the rule allows, shown only when ``due``: the widest spread the
     spread and distance rules allow (whole ticks around the half-tick mid; the agent's own
@@ -122,25 +116,6 @@ def obliged_quote(state: MarketState, params: MarketParams, obligation: Obligati
     size = size.astype(jnp.int32)
     return AgentOrders(bid_tick=bid.astype(jnp.int32), bid_size=size, ask_tick=ask.astype(jnp.int32), ask_size=size,
                        market_lots=jnp.int32(0))
-
-
-def obliged(obligation: ObligationParams, margin: float = 0.02) -> Policy:
-    """An ``obliged`` market policy for the obligation ``obligation``.
-
-    A market policy sees only the market state, not the env's presence counters, so it
-    follows a schedule: the window restarts every ``window_steps`` steps from step 0 (as
-    in MarketMaker-v0) and the maker quotes on an even share ``presence_target + margin``
-    of its steps (:func:`quote_due`). Approximate where exemptions apply: exempt steps
-    leave the presence count, which the schedule does not see (the env form,
-    :func:`obliged_env_action`, reads the counters and is exact).
-    """
-
-    def policy(state: MarketState, params: MarketParams) -> AgentOrders:
-        window = jnp.maximum(jnp.asarray(obligation.window_steps, jnp.int32), 1)
-        due = quote_due(state.step % window, obligation.presence_target, margin)
-        return obliged_quote(state, params, obligation, due)
-
-    return policy
 
 
 # ----------------------------------------------------------------------------- traders
@@ -202,16 +177,17 @@ OBLIGED = "obliged"  # "obliged" (mifid) or "obliged:<obligations name or path>"
 NAMES: tuple[str, ...] = (*MARKET_MAKERS, OBLIGED, *TRADERS)
 
 
-def market_policy(name: str) -> Policy:
+def market_policy(name: str) -> Policy | StatefulPolicy:
     """The market policy called `name` (see NAMES). ``obliged`` meets ``mifid``;
-    ``obliged:strict`` (any obligations name or path after the colon) meets that rule."""
+    ``obliged:strict`` (any obligations name or path after the colon) meets that rule. It
+    is the env form (:func:`obliged_env_action`) carried with MarketMaker-v0's presence
+    counters (agents/in_market.py), so it quotes exactly when the env's count needs it."""
     if name in MARKET_MAKERS:
         return MARKET_MAKERS[name]
     if name in TRADERS:
         return TRADERS[name]
     if name == OBLIGED or name.startswith(OBLIGED + ":"):
-        rule = name.partition(":")[2] or "mifid"
-        return obliged(load_obligations(rule))
+        return obliged(load_obligations(name.partition(":")[2] or "mifid"))
     raise KeyError(f"unknown agent '{name}' (available: none, {', '.join(NAMES)}, obliged:<obligations>)")
 
 
@@ -244,6 +220,19 @@ def obliged_env_action(env_state, env_params, margin: float = 0.02) -> Array:
     due = good / (counted + 1.0) < jnp.clip(rule.presence_target + margin, 0.0, 1.0)
     ms, mp = env_state.market, env_params.market
     return orders_to_maker_action(obliged_quote(ms, mp, rule, due), ms, mp)
+
+
+def obliged(obligation: ObligationParams, margin: float = 0.02) -> StatefulPolicy:
+    """The ``obliged`` maker meeting ``obligation``, as a policy of one market for
+    crashgym.rollout.run_batch: :func:`obliged_env_action` with MarketMaker-v0's
+    obligation counters carried beside the market."""
+    from crashgym.envs import MarketMaker
+    from crashgym.envs.common import EnvParams
+
+    from agents.in_market import env_policy_in_market
+
+    return env_policy_in_market(MarketMaker, lambda mp: EnvParams(market=mp, obligations=obligation),
+                                lambda env, state, params: obliged_env_action(state, params, margin))
 
 
 def env_policy(name: str) -> Callable:

@@ -15,6 +15,9 @@ from agents import evaluate, heuristics
 from crashgym.cli import main
 from crashgym.market import Market
 from crashgym.obligations import load_obligations
+from crashgym.rollout import run_batch, stateful
+
+from env_stepping import assert_same_market, env_trajectory  # tests/env_stepping.py
 
 SHAPE = {"n_accounts": 128, "n_levels": 16, "episode_steps": 24}
 B = 8
@@ -31,7 +34,9 @@ def market_batch():
 @pytest.mark.parametrize("name", ["fixed-spread", "avellaneda-stoikov", "withdraw-on-vol", "obliged", "obliged:strict"])
 def test_maker_orders_are_valid(market_batch, name):
     states, mp = market_batch
-    orders = jax.vmap(heuristics.market_policy(name), in_axes=(0, None))(states, mp)
+    policy = stateful(heuristics.market_policy(name))
+    memory = jax.vmap(policy.init, in_axes=(0, None))(states, mp)
+    orders = jax.vmap(policy.act, in_axes=(0, 0, None))(memory, states, mp)
     for f in ("bid_tick", "bid_size", "ask_tick", "ask_size", "market_lots"):
         assert getattr(orders, f).dtype == jnp.int32 and getattr(orders, f).shape == (B,)
     mid_tick = np.asarray(states.signals.mid) / float(mp.book.tick_size)
@@ -45,7 +50,7 @@ def test_maker_orders_are_valid(market_batch, name):
 def test_obliged_quote_is_the_cheapest_compliant_one(market_batch):
     states, mp = market_batch
     rule = load_obligations("mifid")
-    orders = jax.vmap(heuristics.obliged(rule), in_axes=(0, None))(states, mp)  # step 0: due
+    orders = jax.vmap(heuristics.obliged_quote, in_axes=(0, None, None, None))(states, mp, rule, True)
     mid = np.asarray(states.signals.mid)
     tick = float(mp.book.tick_size)
     bid, ask = np.asarray(orders.bid_tick) * tick, np.asarray(orders.ask_tick) * tick
@@ -54,16 +59,8 @@ def test_obliged_quote_is_the_cheapest_compliant_one(market_batch):
     lots = np.asarray(orders.bid_size)
     assert np.all(lots * bid >= 2000.0) and np.all((lots - 1) * bid < 2000.0)  # smallest allowed
     # no obligation: nothing requires a quote, so none is shown
-    idle = jax.vmap(heuristics.obliged(load_obligations("none")), in_axes=(0, None))(states, mp)
+    idle = jax.vmap(heuristics.obliged_quote, in_axes=(0, None, None, None))(states, mp, load_obligations("none"), True)
     assert np.all(np.asarray(idle.bid_size) == 0) and np.all(np.asarray(idle.ask_size) == 0)
-
-
-def test_quote_due_spreads_the_duty_evenly():
-    k = jnp.arange(360)
-    due = np.asarray(heuristics.quote_due(k, 0.5))
-    assert due.sum() == 180 and due[0]
-    running = np.cumsum(due) / np.arange(1, 361)
-    assert np.all(running >= 0.5)
 
 
 @pytest.mark.parametrize("name, sign", [("fixed-leverage-long", 1), ("de-risk-on-vol", 1)])
@@ -108,6 +105,16 @@ def test_obliged_meets_mifid_in_the_env_at_least_cost():
     assert np.all(res.episode["presence"] >= 0.5)
     assert np.all(res.episode["presence"] <= 0.6)  # quotes only when required
     assert np.all(res.episode["violation_rate/presence"] == 0.0)
+
+
+def test_run_steps_obliged_as_the_env_does():
+    """`crashgym run --agent obliged:<rule>` reads the env's presence counters (carried beside
+    the market), so it quotes on exactly the env form's steps: same keys, same market."""
+    env, params = crashgym.make("MarketMaker-v0", scenario="calm", obligations="strict_exempt",
+                                shape={**SHAPE, "episode_steps": 40})
+    ran, _ = run_batch(env.shape, params.market, 2, policy=heuristics.market_policy("obliged:strict_exempt"), seed=4,
+                       chunk=40, shard=False)
+    assert_same_market(ran, env_trajectory(env, params, heuristics.obliged_env_action, seed=4, seeds=2, steps=40))
 
 
 def test_trader_heuristics_in_the_env():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from crashgym import makers
-from crashgym.obligations import PRESENCE_REFERENCE, ObligationParams, load_obligations
+from crashgym.obligations import PRESENCE_REFERENCE, load_obligations
 from crashgym.params import MakerParams
 from crashgym.rollout import run_batch
 from crashgym.scenarios import load_scenario

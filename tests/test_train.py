@@ -16,6 +16,7 @@ from agents import checkpoint, evaluate, ppo, ppo_lagrangian
 from crashgym.cli import main
 from crashgym.obligations import COMPONENTS, load_obligations
 
+from env_stepping import assert_same_market, env_trajectory  # tests/env_stepping.py
 from hangs import SUBPROCESS_TIMEOUT_S  # tests/hangs.py
 
 # The same market and config as `crashgym train --algo ppo-lag --steps 256 --seeds 2 --num-envs 16
@@ -190,7 +191,7 @@ def test_training_sharded_over_two_devices_matches_one(mifid_env, tmp_path):
 def test_run_policy_sees_the_envs_own_observations(lag_result, mifid_env, tmp_path):
     """`crashgym run --agent CKPT` (rollout.run_batch with checkpoint.load_policy) steps the
     market exactly as the env does with the same network: same keys, same orders, same market."""
-    from crashgym.rollout import StatefulPolicy, member_keys, run_batch
+    from crashgym.rollout import StatefulPolicy, run_batch
 
     res, _ = lag_result
     env, params = mifid_env
@@ -203,18 +204,9 @@ def test_run_policy_sees_the_envs_own_observations(lag_result, mifid_env, tmp_pa
     ran, _ = run_batch(env.shape, params.market, seeds, policy=policy, seed=5, chunk=steps, shard=False)
 
     act = checkpoint.act_fn(checkpoint.load(path))
-    keys = jax.vmap(jax.random.split)(member_keys(5, np.arange(seeds)))
-    markets = jax.vmap(env.market.init, in_axes=(0, None))(keys[:, 0], params.market)
-    state = jax.vmap(env.initial_state, in_axes=(0, None))(markets, params)
-    stepped = []
-    for _ in range(steps):
-        k = jax.vmap(jax.random.fold_in)(keys[:, 1], state.market.step)
-        action = act(jax.vmap(env.observe, in_axes=(0, None))(state, params))
-        _, state, _, _, _, info = env.step_batch(k, state, action, params)
-        stepped.append(jax.device_get(info["market"]))
-    assert set(ran) == set(stepped[0])
-    for name in ran:
-        np.testing.assert_allclose(ran[name], np.stack([s[name] for s in stepped]), rtol=1e-5, atol=1e-6, err_msg=name)
+    stepped = env_trajectory(env, params, lambda state, p: act(env.observe(state, p)), seed=5, seeds=seeds,
+                             steps=steps)
+    assert_same_market(ran, stepped)
 
     # The memory matters: frozen at reset (the returns, presence and last-step features never
     # move), the same network trades differently.

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 
 from crashgym.accounts import alive, tier
 from crashgym.adl import adl_scores
-from crashgym.envs.common import CrashEnv, EnvParams, EnvState, equity, f32, market_features, obs_vector
+from crashgym.envs.common import CrashEnv, EnvParams, EnvState, equity, market_features, obs_vector
 from crashgym.state import AgentOrders, MarketState
 
 Array = jax.Array

@@ -1,0 +1,32 @@
+"""The market trajectory of a functional env stepped by hand with run_batch's random keys
+(crashgym.rollout.member_keys): what `crashgym run` must reproduce for an env policy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import numpy as np
+
+from crashgym.rollout import member_keys
+
+
+def env_trajectory(env, params, action: Callable, *, seed: int, seeds: int, steps: int) -> dict[str, np.ndarray]:
+    """{name: (steps, seeds)} of the market's step info; ``action(env_state, env_params)``
+    of one env, vmapped."""
+    keys = jax.vmap(jax.random.split)(member_keys(seed, np.arange(seeds)))
+    markets = jax.vmap(env.market.init, in_axes=(0, None))(keys[:, 0], params.market)
+    state = jax.vmap(env.initial_state, in_axes=(0, None))(markets, params)
+    act = jax.jit(jax.vmap(action, in_axes=(0, None)))
+    stepped = []
+    for _ in range(steps):
+        k = jax.vmap(jax.random.fold_in)(keys[:, 1], state.market.step)
+        _, state, _, _, _, info = env.step_batch(k, state, act(state, params), params)
+        stepped.append(jax.device_get(info["market"]))
+    return {name: np.stack([s[name] for s in stepped]) for name in stepped[0]}
+
+
+def assert_same_market(ran: dict[str, np.ndarray], stepped: dict[str, np.ndarray]) -> None:
+    assert set(ran) == set(stepped)
+    for name in ran:
+        np.testing.assert_allclose(ran[name], stepped[name], rtol=1e-5, atol=1e-6, err_msg=name)
