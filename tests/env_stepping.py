@@ -11,9 +11,9 @@ import numpy as np
 from crashgym.rollout import member_keys
 
 
-def env_trajectory(env, params, action: Callable, *, seed: int, seeds: int, steps: int) -> dict[str, np.ndarray]:
-    """{name: (steps, seeds)} of the market's step info; ``action(env_state, env_params)``
-    of one env, vmapped."""
+def env_trajectory(env, params, action: Callable, *, seed: int, seeds: int, steps: int):
+    """({name: (steps, seeds)} of the market's step info, the last EnvState (batched));
+    ``action(env_state, env_params)`` of one env, vmapped."""
     keys = jax.vmap(jax.random.split)(member_keys(seed, np.arange(seeds)))
     markets = jax.vmap(env.market.init, in_axes=(0, None))(keys[:, 0], params.market)
     state = jax.vmap(env.initial_state, in_axes=(0, None))(markets, params)
@@ -23,7 +23,7 @@ def env_trajectory(env, params, action: Callable, *, seed: int, seeds: int, step
         k = jax.vmap(jax.random.fold_in)(keys[:, 1], state.market.step)
         _, state, _, _, _, info = env.step_batch(k, state, act(state, params), params)
         stepped.append(jax.device_get(info["market"]))
-    return {name: np.stack([s[name] for s in stepped]) for name in stepped[0]}
+    return {name: np.stack([s[name] for s in stepped]) for name in stepped[0]}, state
 
 
 def assert_same_market(ran: dict[str, np.ndarray], stepped: dict[str, np.ndarray]) -> None:

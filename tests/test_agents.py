@@ -3,6 +3,7 @@ trader heuristics trade toward their target; `crashgym run --agent` with them.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
@@ -108,13 +109,18 @@ def test_obliged_meets_mifid_in_the_env_at_least_cost():
 
 
 def test_run_steps_obliged_as_the_env_does():
-    """`crashgym run --agent obliged:<rule>` reads the env's presence counters (carried beside
-    the market), so it quotes on exactly the env form's steps: same keys, same market."""
-    env, params = crashgym.make("MarketMaker-v0", scenario="calm", obligations="strict_exempt",
+    """`crashgym run --agent obliged` reads the env's presence counters (carried beside the
+    market), so it quotes on exactly the env form's steps, exempt ones included: same keys,
+    same market. The exemption threshold sits inside calm's per-step vol at reset
+    (2.3-3.5e-4), so steps drop out of the presence count, which a fixed schedule cannot see."""
+    rule = dataclasses.replace(load_obligations("strict_exempt"), exempt_vol=2.8e-4)
+    env, params = crashgym.make("MarketMaker-v0", scenario="calm", obligations=rule,
                                 shape={**SHAPE, "episode_steps": 40})
-    ran, _ = run_batch(env.shape, params.market, 2, policy=heuristics.market_policy("obliged:strict_exempt"), seed=4,
-                       chunk=40, shard=False)
-    assert_same_market(ran, env_trajectory(env, params, heuristics.obliged_env_action, seed=4, seeds=2, steps=40))
+    ran, _ = run_batch(env.shape, params.market, 2, policy=heuristics.obliged(rule), seed=4, chunk=40, shard=False)
+    stepped, last = env_trajectory(env, params, heuristics.obliged_env_action, seed=4, seeds=2, steps=40)
+    exempt = np.asarray(last.ob.exempt_in_window)
+    assert np.all(exempt > 0) and np.all(exempt < 40)  # the exemption path is exercised
+    assert_same_market(ran, stepped)
 
 
 def test_trader_heuristics_in_the_env():
