@@ -2,7 +2,7 @@
 
 Input: a dict of numpy arrays shaped (steps, batch) as returned by stacking the core's
 `info` over an episode. Output: one value per batch member per metric, then mean and
-5/50/95% quantiles over seeds. Pure numpy: no JAX, no plotting.
+5/50/95% quantiles over seeds. Pure numpy (no JAX computation), no plotting.
 """
 
 from __future__ import annotations
@@ -12,11 +12,14 @@ from typing import Any
 
 import numpy as np
 
+from crashgym.obligations import COMPONENTS
+
 METRICS = (
     "max_drawdown", "min_depth_ratio", "depth_recovery_steps", "mean_spread_bps", "realized_vol",
     "liquidated_notional", "liquidated_long_share", "adl_notional", "adl_count", "insurance_fund_min",
     "bad_debt", "open_interest_change", "mm_presence", "mm_pnl", "agent_return",
-    "mm_two_sided", "mm_exempt_share", "mm_bankrupt",
+    "mm_two_sided", "mm_exempt_share", "mm_bankrupt", "agent_presence", "cost_per_step",
+    *(f"violation_rate/{c}" for c in COMPONENTS),
 )
 
 
@@ -42,7 +45,17 @@ def episode_metrics(info: Mapping[str, np.ndarray], *, shock_step: int, n_makers
     - mm_bankrupt: makers out of capital at the episode's end (count).
     - mm_pnl: the makers' summed equity change over the episode (USD), from
       ``n_makers * maker_capital`` when given, else from the equity after the first step.
+    The agent, held to the same rule in force (crashgym.rollout.agent_ledger; MarketMaker-v0's
+    accounting, its window counted from reset, over every step of the episode, after a
+    liquidation too):
+    - agent_presence: the fraction of steps whose shown quote passed the mm_presence test.
+    - cost_per_step: the mean over steps of the obligation's summed costs.
+    - violation_rate/<component>: the fraction of steps with that component's cost > 0.
+    An agent that never quotes (none, a trader) has presence 0 and, under an active rule,
+    fails it on every non-exempt step. Info without the agent's ledger gives 0 for these.
     """
+    zeros = np.zeros_like(info["mark_price"])
+    agent_costs = np.stack([np.asarray(info.get(f"agent_cost_{c}", zeros), float) for c in COMPONENTS])
     mark = info["mark_price"]
     steps = mark.shape[0]
     peak = np.maximum.accumulate(mark, axis=0)
@@ -74,6 +87,9 @@ def episode_metrics(info: Mapping[str, np.ndarray], *, shock_step: int, n_makers
         "mm_two_sided": info["mm_two_sided"].mean(axis=0) / max(n_makers, 1),
         "mm_exempt_share": np.asarray(info.get("mm_exempt", np.zeros_like(mark)), float).mean(axis=0),
         "mm_bankrupt": np.asarray(info.get("mm_bankrupt", np.zeros_like(mark)), float)[-1],
+        "agent_presence": np.asarray(info.get("agent_compliant", zeros), float).mean(axis=0),
+        "cost_per_step": agent_costs.sum(axis=0).mean(axis=0),
+        **{f"violation_rate/{c}": (agent_costs[i] > 0).mean(axis=0) for i, c in enumerate(COMPONENTS)},
     }
 
 

@@ -18,7 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from crashgym import sharding as sharding_mod
+from crashgym.agent_obligation import agent_meets_presence_rule, agent_obligation_step
 from crashgym.market import Market, no_orders
+from crashgym.obligations import COMPONENTS, ObligationState, init_obligation_state
 from crashgym.params import MarketParams
 from crashgym.state import AgentOrders, MarketState
 from crashgym.types import MarketShape
@@ -60,6 +62,23 @@ def member_keys(seed: int, seed_ids: np.ndarray) -> jax.Array:
     return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(seed_ids, jnp.uint32))
 
 
+AGENT_COST_KEYS: tuple[str, ...] = tuple(f"agent_cost_{c}" for c in COMPONENTS)
+
+
+def agent_ledger(ob: ObligationState, state: MarketState, orders: AgentOrders, new_state: MarketState,
+                 params: MarketParams) -> tuple[ObligationState, dict[str, jax.Array]]:
+    """The agent's quote held to the obligation in force in the market
+    (``params.maker_obligation``), as MarketMaker-v0 holds it (crashgym.agent_obligation),
+    its window counted from reset: ``agent_compliant`` (the mm_presence test: the rule in
+    force, or strict's spread and size when none is) and ``agent_cost_<component>``, the
+    obligation's cost of the step for each of crashgym.obligations.COMPONENTS (all 0 when
+    no rule is in force)."""
+    tick = params.book.tick_size
+    ob, costs, *_ = agent_obligation_step(ob, params.maker_obligation, state, orders, new_state, tick)
+    info = {"agent_compliant": agent_meets_presence_rule(params.maker_obligation, state, orders, new_state, tick)}
+    return ob, {**info, **{key: costs[i] for i, key in enumerate(AGENT_COST_KEYS)}}
+
+
 def run_batch(shape: MarketShape, params: MarketParams, seeds: int, *, policy: Policy | StatefulPolicy = idle_policy,
               seed: int = 0,
               chunk: int = 60, on_chunk: Callable[[int, int], None] | None = None, params_axis: int | None = None,
@@ -96,15 +115,20 @@ def run_batch(shape: MarketShape, params: MarketParams, seeds: int, *, policy: P
     memory = jax.jit(jax.vmap(agent.init, in_axes=(0, params_axis)))(state, params)
     act = jax.vmap(agent.act, in_axes=(0, 0, params_axis))
     update = jax.vmap(agent.update, in_axes=(0, 0, 0, 0, 0, params_axis))
+    ledger = jax.vmap(agent_ledger, in_axes=(0, 0, 0, 0, params_axis))
+    ob = sharding_mod.shard(jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (batch,)), init_obligation_state()),
+                            sharding)
 
     @jax.jit
     def advance(carry, step_keys, params):  # params traced, never baked in as constants
         def body(carry, _):
-            s, m = carry
+            s, m, ob = carry
             k = jax.vmap(jax.random.fold_in)(step_keys, s.step)  # per member, per step
             orders = act(m, s, params)
             new, info = market.step_batch(sharding_mod.constrain(k, sharding), s, orders, params, params_axis)
-            return (sharding_mod.constrain(new, sharding), update(m, s, orders, new, info, params)), info
+            ob, agent_info = ledger(ob, s, orders, new, params)
+            carry = (sharding_mod.constrain(new, sharding), update(m, s, orders, new, info, params), ob)
+            return carry, {**info, **agent_info}
         return jax.lax.scan(body, carry, None, length=chunk)
 
     pieces = []
@@ -112,7 +136,7 @@ def run_batch(shape: MarketShape, params: MarketParams, seeds: int, *, policy: P
     elapsed = 0.0
     while done < steps:
         t0 = time.perf_counter()
-        (state, memory), info = advance((state, memory), step_keys, params)
+        (state, memory, ob), info = advance((state, memory, ob), step_keys, params)
         info = jax.device_get(info)
         if done > 0:  # the first chunk includes compilation
             elapsed += time.perf_counter() - t0

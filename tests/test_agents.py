@@ -13,10 +13,11 @@ import pytest
 
 import crashgym
 from agents import evaluate, heuristics
+from crashgym import metrics
 from crashgym.cli import main
 from crashgym.market import Market
-from crashgym.obligations import load_obligations
-from crashgym.rollout import run_batch, stateful
+from crashgym.obligations import COMPONENTS, load_obligations
+from crashgym.rollout import AGENT_COST_KEYS, run_batch, stateful
 
 from env_stepping import assert_same_market, env_trajectory  # tests/env_stepping.py
 
@@ -117,10 +118,48 @@ def test_run_steps_obliged_as_the_env_does():
     env, params = crashgym.make("MarketMaker-v0", scenario="calm", obligations=rule,
                                 shape={**SHAPE, "episode_steps": 40})
     ran, _ = run_batch(env.shape, params.market, 2, policy=heuristics.obliged(rule), seed=4, chunk=40, shard=False)
-    stepped, last = env_trajectory(env, params, heuristics.obliged_env_action, seed=4, seeds=2, steps=40)
+    stepped, _, last = env_trajectory(env, params, heuristics.obliged_env_action, seed=4, seeds=2, steps=40)
     exempt = np.asarray(last.ob.exempt_in_window)
     assert np.all(exempt > 0) and np.all(exempt < 40)  # the exemption path is exercised
     assert_same_market(ran, stepped)
+
+
+def test_runs_agent_ledger_is_the_envs_obligation_accounting():
+    """agent_presence, cost_per_step and violation_rate in `crashgym run` come from the same
+    accounting as MarketMaker-v0's info["costs"] / info["compliant"], step for step, when the
+    run's rule in force is the env's rule. fixed-spread's quote fails strict on some steps and
+    passes on others, so both branches are compared."""
+    rule = load_obligations("strict")
+    env, params = crashgym.make("MarketMaker-v0", scenario="calm", obligations=rule,
+                                shape={**SHAPE, "episode_steps": 40})
+    params = params.replace(market=params.market.replace(maker_obligation=rule))
+    ran, _ = run_batch(env.shape, params.market, 2, policy=heuristics.market_policy("fixed-spread"), seed=3, chunk=40,
+                       shard=False)
+    stepped, own, _ = env_trajectory(env, params, heuristics.env_policy("fixed-spread"), seed=3, seeds=2, steps=40)
+    assert_same_market(ran, stepped)
+    costs = np.stack([ran[key] for key in AGENT_COST_KEYS], axis=-1)
+    np.testing.assert_allclose(costs, own["costs"], rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(ran["agent_compliant"], own["compliant"])
+    assert 0 < own["compliant"].mean() < 1 and costs.sum() > 0
+
+    got = metrics.scenario_metrics(ran, env.shape, params.market)
+    np.testing.assert_allclose(got["agent_presence"], own["compliant"].mean(axis=0))
+    np.testing.assert_allclose(got["cost_per_step"], own["costs"].sum(-1).mean(axis=0), rtol=1e-6)
+    for i, c in enumerate(COMPONENTS):
+        np.testing.assert_allclose(got[f"violation_rate/{c}"], (own["costs"][..., i] > 0).mean(axis=0))
+
+
+def test_an_agent_that_never_quotes_fails_an_active_rule():
+    """The idle agent: presence 0 always; no cost with no rule in force; under strict, every
+    step fails spread and size (a missing side fails every enabled rule)."""
+    env, params = crashgym.make("MarketMaker-v0", scenario="calm", shape={**SHAPE, "episode_steps": 12})
+    for name, want in (("none", 0.0), ("strict", 1.0)):
+        mp = params.market.replace(maker_obligation=load_obligations(name))
+        ran, _ = run_batch(env.shape, mp, 2, seed=1, chunk=12, shard=False)
+        got = metrics.scenario_metrics(ran, env.shape, mp)
+        assert np.all(got["agent_presence"] == 0.0)
+        assert np.all(got["violation_rate/spread"] == want) and np.all(got["violation_rate/size"] == want)
+        assert np.all((got["cost_per_step"] > 0) == (want > 0))
 
 
 def test_trader_heuristics_in_the_env():

@@ -204,7 +204,7 @@ def test_run_policy_sees_the_envs_own_observations(lag_result, mifid_env, tmp_pa
     ran, _ = run_batch(env.shape, params.market, seeds, policy=policy, seed=5, chunk=steps, shard=False)
 
     act = checkpoint.act_fn(checkpoint.load(path))
-    stepped, _ = env_trajectory(env, params, lambda state, p: act(env.observe(state, p)), seed=5, seeds=seeds,
+    stepped, _, _ = env_trajectory(env, params, lambda state, p: act(env.observe(state, p)), seed=5, seeds=seeds,
                              steps=steps)
     assert_same_market(ran, stepped)
 

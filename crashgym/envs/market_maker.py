@@ -43,8 +43,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from crashgym.agent_obligation import agent_obligation_step, shown_quote
 from crashgym.envs.common import (CrashEnv, EnvParams, EnvState, book_features, f32, market_features, obs_vector)
-from crashgym.obligations import obligation_step, payment_reward
+from crashgym.obligations import payment_reward
 from crashgym.state import AgentOrders, MarketState
 
 Array = jax.Array
@@ -98,20 +99,10 @@ class MarketMaker(CrashEnv):
                            market_lots=jnp.int32(0))
 
     def obligations(self, state: EnvState, orders: AgentOrders, new_market: MarketState, params: EnvParams):
-        old = state.market
         tick = params.market.book.tick_size
-        live = ~old.agent.liquidated
-        ag = new_market.agent  # ticks as placed (after the post-only clamp)
-        bid_on = (orders.bid_size > 0) & live
-        ask_on = (orders.ask_size > 0) & live
-        bid_price = jnp.where(bid_on, ag.bid_tick.astype(jnp.float32) * tick, jnp.nan)
-        ask_price = jnp.where(ask_on, ag.ask_tick.astype(jnp.float32) * tick, jnp.nan)
-        bid_notional = jnp.where(bid_on, orders.bid_size * bid_price, 0.0)
-        ask_notional = jnp.where(ask_on, orders.ask_size * ask_price, 0.0)
-        s = old.signals
-        ob_state, costs, compliant, _exempt, presence, window_left = obligation_step(
-            state.ob, params.obligations, bid_price, bid_notional, ask_price, ask_notional, s.mid,
-            jnp.sqrt(jnp.maximum(s.realized_var, 0.0)), s.halt_left > 0, s.mark / s.mark_ref - 1.0)
+        ob_state, costs, compliant, _exempt, presence, window_left = agent_obligation_step(
+            state.ob, params.obligations, state.market, orders, new_market, tick)
+        _, bid_notional, _, ask_notional = shown_quote(state.market, orders, new_market, tick)
         quoted = params.reward_scale * (bid_notional + ask_notional) / params.market.agent.capital
         payment = payment_reward(params.obligations, costs, compliant, quoted)
         return ob_state, costs, compliant, presence, window_left, payment
