@@ -21,7 +21,7 @@ def _progress(description: str):
                     TimeElapsedColumn(), transient=False)
 
 
-def _policy(name: str):
+def agent_policy(name: str):
     """'none' (an idle agent), a heuristic's name, or a checkpoint path written by `crashgym
     train`. Both come from the `agents` package, which the library never imports unless asked."""
     from crashgym.rollout import idle_policy
@@ -103,7 +103,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     sc = load_cli_scenario(args.scenario, args.rules, args.obligations, args.settings)
     if args.steps:
         sc = dataclasses.replace(sc, shape=dataclasses.replace(sc.shape, episode_steps=args.steps))
-    policy = _policy(args.agent)
+    policy = agent_policy(args.agent)
     with _progress(f"{sc.name} x {args.seeds} seeds") as bar:
         task = bar.add_task("run", total=sc.shape.episode_steps)
         info, step_seconds = run_batch(sc.shape, sc.params, args.seeds, policy=policy, seed=args.seed,
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a scenario for many seeds in one batch; print metrics, save a plot")
     run.add_argument("--scenario", default="oct10", help="scenario name (configs/scenarios) or TOML path")
     run.add_argument("--rules", default=None, help="comma-separated rule files laid over the scenario")
-    run.add_argument("--agent", default="none", help="heuristic agent name, or 'none'")
+    run.add_argument("--agent", default="none", help="a heuristic's name, a checkpoint written by train, or 'none'")
     run.add_argument("--obligations", default="none", help="obligation set (configs/obligations) binding the background makers")
     run.add_argument("--seeds", type=int, default=16)
     run.add_argument("--seed", type=int, default=0)

@@ -39,7 +39,7 @@ from crashgym.config import ConfigError
 from crashgym.metrics import episode_metrics, summarize
 from crashgym.obligations import load_obligations
 from crashgym.params import MarketParams
-from crashgym.rollout import run_batch
+from crashgym.rollout import Policy, StatefulPolicy, idle_policy, run_batch
 from crashgym.scenarios import Scenario, load_scenario, parse_sweep, short_setting
 from crashgym.types import MarketShape
 
@@ -105,18 +105,21 @@ def build_batch(scenario: str, obligations: Sequence[str], rules: Sequence[str],
 
 def compare(scenario: str, obligations: str | Sequence[str], rules: str | Sequence[str] = ("none",), seeds: int = 16, *,
             seed: int = 0, steps: int | None = None, chunk: int = 60, settings: Sequence[str] = (),
-            sweep: str | None = None, on_chunk: Callable[[int, int], None] | None = None
+            sweep: str | None = None, on_chunk: Callable[[int, int], None] | None = None,
+            policy: Policy | StatefulPolicy = idle_policy, agent: str = "none",
             ) -> tuple[dict[str, Any], dict[tuple[str, str], dict[str, np.ndarray]]]:
     """Run the comparison; returns (the JSON result, per-set per-seed metric values).
 
     `settings` (`--set KEY=VALUE`) are laid over every set's scenario; `sweep`
     (`KEY=V1,V2,...`, `parse_sweep`) repeats every rules set once per value, in the same batch.
+    `policy` (named `agent` in the result) trades in every set and is held to each set's
+    obligations (agent_presence, cost_per_step, violation_rate/<component>).
     """
     obs_names, rule_names = _names(obligations), _names(rules)
     shape, params, sets, seed_ids, sc = build_batch(scenario, obs_names, rule_names, seeds, steps, settings, sweep)
     t0 = time.perf_counter()
-    info, step_seconds = run_batch(shape, params, len(seed_ids), params_axis=0, seed_ids=seed_ids, seed=seed,
-                                   chunk=chunk, on_chunk=on_chunk)
+    info, step_seconds = run_batch(shape, params, len(seed_ids), policy=policy, params_axis=0, seed_ids=seed_ids,
+                                   seed=seed, chunk=chunk, on_chunk=on_chunk)
     wall = time.perf_counter() - t0
     setting_of = {_variant_label(r, st): st for r, st in _variants(rule_names, sweep) if st}
     values: dict[tuple[str, str], dict[str, np.ndarray]] = {}
@@ -136,6 +139,8 @@ def compare(scenario: str, obligations: str | Sequence[str], rules: str | Sequen
         "episode_steps": shape.episode_steps, "batch": len(seed_ids), "wall_seconds": wall,
         "devices": jax.local_device_count(), "platform": jax.devices()[0].platform,
     }
+    if agent != "none":  # only then: the shape without it is DESIGN section 3's
+        result["agent"] = agent
     if settings:
         result["settings"] = list(settings)
     if sweep:
@@ -156,8 +161,9 @@ def print_tables(result: dict[str, Any]) -> None:
 
     console = Console()
     for row in result["rows"]:
+        agent = f", agent {result['agent']}" if "agent" in result else ""
         table = Table(title=f"{result['scenario']}: obligations {row['obligations']}, rules {row['rules']} "
-                            f"({result['seeds']} seeds)")
+                            f"({result['seeds']} seeds{agent})")
         for col in ("metric", "mean", "95% interval", "p05", "p95"):
             table.add_column(col, justify="left" if col == "metric" else "right")
         for name, s in row["metrics"].items():
@@ -234,6 +240,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv", default=None, help="write one line per set and metric here")
     parser.add_argument("--plot", default=None, help="write the trade-off plot (PNG) here")
     add_set_argument(parser)
+    parser.add_argument("--agent", default="none",
+                        help="the agent trading in every set (a heuristic's name, a checkpoint written by train, or "
+                             "'none'), held to each set's obligations")
     parser.add_argument("--sweep", default=None, metavar="KEY=V1,V2,...",
                         help="repeat every rules set once per value of one market key, in the same batch "
                              "(e.g. market.makers.withdraw_stress=2.2,3.0,3.8)")
@@ -242,7 +251,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from crashgym.cli import output_path
+    from crashgym.cli import agent_policy, output_path
 
     if args.seeds < 1:
         raise SystemExit("error: --seeds must be >= 1")
@@ -257,6 +266,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             _load_variant(args.scenario, rule, setting, args.settings)
     except ConfigError as e:
         raise SystemExit(f"error: {e}") from None
+    policy = agent_policy(args.agent)
     sets = len(obs) * len(variants)
     desc = f"{args.scenario}: {sets} sets x {args.seeds} seeds = {sets * args.seeds} markets"
     with Progress(TextColumn(desc), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
@@ -268,7 +278,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         try:
             result, _ = compare(args.scenario, obs, rules, args.seeds, seed=args.seed, steps=args.steps,
-                                chunk=args.chunk, settings=args.settings, sweep=args.sweep, on_chunk=on_chunk)
+                                chunk=args.chunk, settings=args.settings, sweep=args.sweep, on_chunk=on_chunk,
+                                policy=policy, agent=args.agent)
         except ConfigError as e:
             raise SystemExit(f"error: {e}") from None
     print_tables(result)

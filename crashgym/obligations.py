@@ -67,9 +67,12 @@ Array = jax.Array
 COMPONENTS: tuple[str, ...] = ("spread", "size", "presence", "distance")
 PAYMENT_MODES = {"cost": 0, "penalty": 1, "rebate": 2}
 
-# Relative slack on rule thresholds, so that a quote placed exactly at the limit is not failed
-# by float32 rounding of (ask - bid) / mid (about 1e-7 relative).
+# Slack so that a quote placed exactly at a limit is not failed by float32 rounding: relative
+# on every threshold (the threshold and the mid are rounded, ~1e-7), and a few ulps of the
+# price on a difference of two prices (the spread, the distance), whose rounding is an ulp of
+# the price, not of the difference.
 _REL_TOL = 1e-5
+_PRICE_ULPS = 4.0
 
 _TOP_KEYS = {"schema_version", "description", "obligation"}
 
@@ -169,7 +172,9 @@ def quote_checks(
 
     ``two_sided``: both prices finite, both notionals > 0, ask >= bid, and mid finite and > 0.
     A quote that is not two-sided fails every enabled rule; a disabled rule (threshold 0) is
-    always ok. Limits are inclusive, with a 1e-5 relative slack for float32 rounding. Whether the obligation is ``active`` is not looked at here.
+    always ok. Limits are inclusive, with a 1e-5 relative slack for float32 rounding and a few
+    float32 ulps of the price on the spread and distance (differences of two prices). Whether
+    the obligation is ``active`` is not looked at here.
     """
     bid, ask, mid = _f32(bid_price), _f32(ask_price), _f32(mid)
     bid_n, ask_n = _f32(bid_notional), _f32(ask_notional)
@@ -179,11 +184,15 @@ def quote_checks(
     )
     safe_mid = jnp.where(mid > 0, mid, 1.0)
     max_spread, min_size, max_dist = _f32(params.max_spread_bps), _f32(params.min_size_notional), _f32(params.max_distance_bps)
-    spread_bps = (ask - bid) / safe_mid * 1e4
-    spread_ok = two_sided & (spread_bps <= max_spread * (1 + _REL_TOL))
+    # A difference of two float32 prices is off by up to about an ulp of the price, a large
+    # share of a spread of a few ticks: 6 ticks of 0.05 around 100 (exactly strict's 30 bps)
+    # came out at 30.0003 bps and failed. The slack is a few ulps of the price (5e-5 USD at
+    # 100), far below a tick.
+    price_slack = _PRICE_ULPS * jnp.finfo(jnp.float32).eps * jnp.maximum(jnp.abs(bid), jnp.abs(ask))
+    bps = safe_mid * 1e-4 * (1 + _REL_TOL)  # USD per bp of the mid, with the relative slack
+    spread_ok = two_sided & (ask - bid <= max_spread * bps + price_slack)
     size_ok = two_sided & (jnp.minimum(bid_n, ask_n) >= min_size * (1 - _REL_TOL))
-    dist_bps = jnp.maximum(mid - bid, ask - mid) / safe_mid * 1e4
-    dist_ok = two_sided & (dist_bps <= max_dist * (1 + _REL_TOL))
+    dist_ok = two_sided & (jnp.maximum(mid - bid, ask - mid) <= max_dist * bps + price_slack)
     return {
         "spread": (max_spread <= 0) | spread_ok,
         "size": (min_size <= 0) | size_ok,

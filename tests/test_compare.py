@@ -105,6 +105,34 @@ def test_compare_cli_outputs(tmp_path: Path):
     assert values[("strict", "none")]["mm_presence"].shape == (2,)
 
 
+def test_compare_with_an_agent_holds_it_to_each_sets_rule(tmp_path: Path):
+    """`--agent` trades in every set; its obligation metrics are each set's run alone with that
+    agent, and the rule it is held to is the set's: the obliged:strict maker misses no presence
+    under strict and costs nothing under none."""
+    from agents import heuristics
+
+    j = tmp_path / "agent.json"
+    main(["compare", "--scenario", "oct10", "--obligations", "none,strict", "--rules", "none", "--seeds", "2",
+          "--steps", "40", "--chunk", "20", "--agent", "obliged:strict", "--json", str(j)])
+    result = json.loads(j.read_text())
+    assert result["agent"] == "obliged:strict"
+    shape, params, sets, _, _ = build_batch("oct10", ["none", "strict"], ["none"], 2, 40)
+    names = ("agent_presence", "cost_per_step", "violation_rate/presence", "violation_rate/size", "mm_presence")
+    for i, row in enumerate(result["rows"]):
+        one = jax.tree.map(lambda x: x[i * 2], params)
+        alone, _ = run_batch(shape, one, 2, policy=heuristics.market_policy("obliged:strict"), chunk=20)
+        want = episode_metrics(alone, shock_step=int(one.flow.shock_step), n_makers=shape.n_makers,
+                               agent_capital=float(one.agent.capital), maker_capital=float(one.makers.capital))
+        for name in names:
+            assert row["metrics"][name]["mean"] == pytest.approx(float(np.mean(want[name])), abs=1e-6), (sets[i], name)
+    by_rule = {row["obligations"]: row["metrics"] for row in result["rows"]}
+    assert by_rule["strict"]["agent_presence"]["mean"] >= 0.95
+    assert by_rule["strict"]["violation_rate/presence"]["mean"] == 0.0
+    assert by_rule["none"]["cost_per_step"]["mean"] == 0.0
+    with pytest.raises(SystemExit, match="unknown agent 'nosuch'"):
+        main(["compare", "--scenario", "oct10", "--steps", "5", "--agent", "nosuch"])
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--obligations", "nope"], "unknown obligations config 'nope'"),
     (["--rules", "none,nope"], "unknown rules config 'nope'"),

@@ -147,6 +147,32 @@ def test_limits_are_inclusive_and_disabled_rules_ok():
     assert ok == {"spread": True, "size": True, "distance": True, "two_sided": False}
 
 
+@pytest.mark.parametrize("tick", [0.05, 0.005, 0.1, 1.0])
+@pytest.mark.parametrize("mid_ticks", [2000, 1999, 1265, 20000, 140000])
+def test_a_quote_of_whole_ticks_at_the_cap_passes_and_one_tick_more_fails(tick, mid_ticks):
+    """Prices as the engine makes them (float32 tick x integer ticks): the widest spread of
+    whole ticks within the cap passes, one tick wider fails. (strict at 100 with a 0.05 tick:
+    6 ticks are exactly 30 bps, which float32 cancellation in ask - bid used to fail.)"""
+    cap_bps = 30.0
+    p = ObligationParams(active=1, max_spread_bps=cap_bps, min_size_notional=1.0, max_distance_bps=cap_bps / 2)
+    t = np.float32(tick)
+    mid = np.float32(mid_ticks) * t
+    n = math.floor(cap_bps * 1e-4 * mid_ticks + 1e-9)  # widest whole-tick spread within the cap
+    if n < 2:
+        pytest.skip("the tick is wider than half the cap here")
+    for width, ok in ((n, True), (n + 1, False)):
+        lo = mid_ticks - width // 2
+        bid, ask = np.float32(lo) * t, np.float32(lo + width) * t
+        got = quote_checks(p, bid_price=bid, bid_notional=np.float32(10.0), ask_price=ask,
+                           ask_notional=np.float32(10.0), mid=mid)
+        assert bool(got["spread"]) is ok, (tick, mid_ticks, width)
+    d = math.floor(cap_bps / 2 * 1e-4 * mid_ticks + 1e-9)  # farthest whole-tick distance within its cap
+    for away, ok in ((d, True), (d + 1, False)):
+        got = quote_checks(p, bid_price=np.float32(mid_ticks - away) * t, bid_notional=np.float32(10.0),
+                           ask_price=np.float32(mid_ticks + 1) * t, ask_notional=np.float32(10.0), mid=mid)
+        assert bool(got["distance"]) is ok, (tick, mid_ticks, away)
+
+
 def test_stub_quote_distance():
     p = load_obligations("stub_quote")
     near = dict(bid_price=93.0, bid_notional=100.0, ask_price=107.0, ask_notional=100.0, mid=100.0)
