@@ -25,6 +25,9 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from agents.in_market import env_policy_in_market
+from crashgym.envs import MarketMaker
+from crashgym.envs.common import EnvParams
 from crashgym.obligations import ObligationParams, load_obligations
 from crashgym.params import MarketParams
 from crashgym.rollout import StatefulPolicy
@@ -226,11 +229,6 @@ def obliged(obligation: ObligationParams, margin: float = 0.02) -> StatefulPolic
     """The ``obliged`` maker meeting ``obligation``, as a policy of one market for
     crashgym.rollout.run_batch: :func:`obliged_env_action` with MarketMaker-v0's
     obligation counters carried beside the market."""
-    from crashgym.envs import MarketMaker
-    from crashgym.envs.common import EnvParams
-
-    from agents.in_market import env_policy_in_market
-
     return env_policy_in_market(MarketMaker, lambda mp: EnvParams(market=mp, obligations=obligation),
                                 lambda env, state, params: obliged_env_action(state, params, margin))
 

@@ -54,9 +54,9 @@ def episode_metrics(info: Mapping[str, np.ndarray], *, shock_step: int, n_makers
     An agent that never quotes (none, a trader) has presence 0 and, under an active rule,
     fails it on every non-exempt step. Info without the agent's ledger gives 0 for these.
     """
-    zeros = np.zeros_like(info["mark_price"])
-    agent_costs = np.stack([np.asarray(info.get(f"agent_cost_{c}", zeros), float) for c in COMPONENTS])
     mark = info["mark_price"]
+    zeros = np.zeros_like(mark)
+    agent_costs = np.stack([np.asarray(info.get(f"agent_cost_{c}", zeros), float) for c in COMPONENTS])
     steps = mark.shape[0]
     peak = np.maximum.accumulate(mark, axis=0)
     depth = info["depth_2pct"]
@@ -85,8 +85,8 @@ def episode_metrics(info: Mapping[str, np.ndarray], *, shock_step: int, n_makers
         "mm_pnl": info["mm_equity"][-1] - (n_makers * maker_capital if maker_capital is not None else info["mm_equity"][0]),
         "agent_return": (info["agent_equity"][-1] - agent_capital) / agent_capital,
         "mm_two_sided": info["mm_two_sided"].mean(axis=0) / max(n_makers, 1),
-        "mm_exempt_share": np.asarray(info.get("mm_exempt", np.zeros_like(mark)), float).mean(axis=0),
-        "mm_bankrupt": np.asarray(info.get("mm_bankrupt", np.zeros_like(mark)), float)[-1],
+        "mm_exempt_share": np.asarray(info.get("mm_exempt", zeros), float).mean(axis=0),
+        "mm_bankrupt": np.asarray(info.get("mm_bankrupt", zeros), float)[-1],
         "agent_presence": np.asarray(info.get("agent_compliant", zeros), float).mean(axis=0),
         "cost_per_step": agent_costs.sum(axis=0).mean(axis=0),
         **{f"violation_rate/{c}": (agent_costs[i] > 0).mean(axis=0) for i, c in enumerate(COMPONENTS)},
