@@ -38,9 +38,9 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 # job was killed. A test (setup and teardown included) still running after WATCHDOG_S
 # (tests/hangs.py) has the Python stacks of all its threads written out and its process
 # exits. Under xdist that is a crashed worker: xdist replaces it, pytest-rerunfailures runs
-# the test once more, and the controller prints the stacks in the terminal summary. Without
-# xdist the run ends there (pytest's fd capture holds stderr, so the dump cannot go to the
-# terminal): the stacks are in .pytest_hangs/main-<pid>.txt.
+# the test again (up to twice), and the controller prints the stacks in the terminal
+# summary. Without xdist the run ends there (pytest's fd capture holds stderr, so the dump
+# cannot go to the terminal): the stacks are in .pytest_hangs/main-<pid>.txt.
 HANG_DIR = pathlib.Path(__file__).resolve().parent.parent / ".pytest_hangs"
 _hang_file: IO[str] | None = None
 

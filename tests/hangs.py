@@ -1,8 +1,8 @@
 """Time limits for hung tests, shared by the watchdog (conftest.py) and the tests that start
 a Python subprocess.
 
-XLA:CPU can wedge a computation for good (conftest.py). A hang gets one more try, a failure
-never (pyproject.toml: pytest-rerunfailures with `reruns = 1` and `only_rerun` matching
+XLA:CPU can wedge a computation for good (conftest.py). A hang gets two more tries, a failure
+never (pyproject.toml: pytest-rerunfailures with `reruns = 2` and `only_rerun` matching
 `TimeoutExpired` only; a worker the watchdog ends is rerun as a crashed xdist worker).
 """
 
@@ -15,5 +15,5 @@ import os
 WATCHDOG_S = float(os.environ.get("CRASHGYM_TEST_HANG_SECONDS", "600"))
 
 # Below WATCHDOG_S, so a hung subprocess is killed by subprocess.run (TimeoutExpired, rerun
-# once) before the watchdog ends the worker that waits on it and leaves the child behind.
+# up to twice) before the watchdog ends the worker that waits on it and leaves the child behind.
 SUBPROCESS_TIMEOUT_S = 540
